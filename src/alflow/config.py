@@ -1,0 +1,225 @@
+"""Campaign configuration: the schema of ``campaign.yaml``.
+
+Every section is a pydantic model with ``extra="forbid"`` so that a misspelt key is
+an error, not a silently ignored setting. Paths are relative to the YAML file's
+folder. Loading with line numbers lives in :mod:`alflow.config_loader`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
+
+from alflow.accounting import EnergyModel
+from alflow.label.calculators import LabelSettings
+
+
+def _resolve_file(value: Path, info: ValidationInfo) -> Path:
+    """Make a path absolute against the config's folder and require that it exists."""
+    context = info.context or {}
+    base = Path(context.get("base_dir", "."))
+    path = value if value.is_absolute() else (base / value)
+    path = path.resolve()
+    if context.get("check_files", True) and not path.is_file():
+        raise ValueError(
+            f"file '{value}' not found (looked for {path}); give a path relative to "
+            "the config file's folder or an absolute one"
+        )
+    return path
+
+
+def _as_list(value: Any) -> Any:
+    """Accept a single item where a list is expected."""
+    return value if isinstance(value, list) else [value]
+
+
+InputFile = Annotated[Path, AfterValidator(_resolve_file)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SystemConfig(_Section):
+    """What is being simulated."""
+
+    structures: Annotated[list[InputFile], BeforeValidator(_as_list)] = Field(
+        min_length=1,
+        description="Starting structures for exploration (and bootstrap seeds): one "
+        "or more files readable by ASE; every frame in them is used.",
+    )
+
+
+class BootstrapConfig(_Section):
+    """Seed the dataset by labelling perturbed copies of the starting structures."""
+
+    n_frames: int = Field(8, ge=2, description="Perturbed frames to label.")
+    rattle_std: float = Field(
+        0.05, gt=0, le=0.5, description="Gaussian displacement per coordinate (Å)."
+    )
+    strain: float = Field(0.0, ge=0, le=0.2, description="Max random strain for periodic cells.")
+
+
+class DataConfig(_Section):
+    """Where the first labels and the held-out test set come from."""
+
+    initial: InputFile | None = Field(
+        None, description="Labelled frames (energy and forces) to start from."
+    )
+    bootstrap: BootstrapConfig | None = Field(
+        None, description="Label perturbed copies of the structures to start from."
+    )
+    validation: InputFile | None = Field(
+        None,
+        description="Held-out labelled frames, at the same level of theory, for "
+        "energy and force RMSE; never trained on.",
+    )
+
+    @model_validator(mode="after")
+    def _need_a_start(self) -> DataConfig:
+        if self.initial is None and self.bootstrap is None:
+            raise ValueError(
+                "no starting data: set 'initial' (a labelled extxyz file) or "
+                "'bootstrap' (e.g. 'bootstrap: {n_frames: 8}')"
+            )
+        return self
+
+
+class MACEConfig(_Section):
+    """A committee of MACE models trained from scratch with mace-torch."""
+
+    model: Literal["mace"] = Field("mace", description="Model family.")
+    committee: int = Field(3, ge=2, le=32, description="Committee members (K).")
+    epochs: int = Field(100, ge=1, description="Training epochs per member.")
+    batch_size: int = Field(5, ge=1, description="Frames per batch.")
+    lr: float = Field(0.01, gt=0, description="Learning rate.")
+    r_max: float = Field(4.0, gt=0, description="Cut-off radius (Å).")
+    num_channels: int = Field(16, ge=1, description="Channels per irrep.")
+    max_L: int = Field(0, ge=0, le=3, description="Max L of the hidden features.")
+    num_interactions: int = Field(2, ge=1, description="Message-passing layers.")
+    correlation: int = Field(2, ge=1, description="Body order of messages minus one.")
+    e0s: Literal["average"] | dict[str, float] = Field(
+        "average",
+        description="Isolated-atom energies: 'average' (least squares on the "
+        "training set) or a mapping element -> eV.",
+    )
+    energy_weight: float = Field(1.0, ge=0, description="Energy loss weight.")
+    forces_weight: float = Field(100.0, ge=0, description="Force loss weight.")
+    stage_two_from: float | None = Field(
+        0.75,
+        gt=0,
+        lt=1,
+        description="Fraction of the epochs after which MACE's stage two starts (energy "
+        "weight raised to stage_two_energy_weight, lower learning rate); null disables.",
+    )
+    stage_two_energy_weight: float = Field(
+        1000.0, ge=0, description="Energy loss weight in stage two."
+    )
+    ema_decay: float | None = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description="Exponential moving average of weights; null disables.",
+    )
+    valid_fraction: float = Field(
+        0.1, gt=0, lt=0.5, description="Training frames used for early stopping."
+    )
+    dtype: Literal["float32", "float64"] = Field("float64", description="Precision.")
+    threads: int = Field(
+        1, ge=1, description="OpenMP threads per training job (members run as jobs)."
+    )
+
+
+class ExploreConfig(_Section):
+    """Langevin MD driven by the committee mean."""
+
+    runs: int = Field(2, ge=1, description="MD runs per iteration (structures cycle).")
+    steps: int = Field(400, ge=1, description="Maximum MD steps per run.")
+    timestep_fs: float = Field(0.5, gt=0, le=10, description="Time step (fs).")
+    temperature_K: Annotated[list[float], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: [300.0],
+        min_length=1,
+        description="Temperature (K); a list gives one value per iteration and the "
+        "last one repeats.",
+    )
+    friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction (1/fs).")
+    record_every: int = Field(10, ge=1, description="Record a frame every n steps.")
+
+    @model_validator(mode="after")
+    def _positive_temperatures(self) -> ExploreConfig:
+        if any(t < 0 for t in self.temperature_K):
+            raise ValueError("temperature_K must be ≥ 0 K")
+        return self
+
+
+class SelectConfig(_Section):
+    """Which explored frames are worth a label."""
+
+    lo: float = Field(0.05, ge=0, description="Deviation (eV/Å) below which a frame is trusted.")
+    hi: float = Field(0.5, gt=0, description="Deviation (eV/Å) above which a frame is unphysical.")
+    max_per_iteration: int = Field(8, ge=1, description="Labels per iteration, at most.")
+
+    @model_validator(mode="after")
+    def _window(self) -> SelectConfig:
+        if self.lo >= self.hi:
+            raise ValueError(
+                f"lo ({self.lo}) must be smaller than hi ({self.hi}): frames with "
+                "lo ≤ deviation < hi are selected"
+            )
+        return self
+
+
+class StopConfig(_Section):
+    """When the campaign ends: whichever criterion is met first."""
+
+    max_iterations: int = Field(5, ge=1, description="Active-learning iterations.")
+    max_labels: int | None = Field(
+        None, ge=1, description="Label budget (frames sent to the labeller)."
+    )
+    accurate_fraction: float | None = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="Stop when this fraction of explored frames has deviation < lo.",
+    )
+    force_rmse: float | None = Field(
+        None, gt=0, description="Stop when the held-out force RMSE (eV/Å) is below."
+    )
+
+
+class Campaign(_Section):
+    """A whole active-learning campaign."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Campaign name (letters, digits, '_', '-', '.').",
+    )
+    seed: int = Field(0, ge=0, description="Master random seed.")
+    output: Path | None = Field(
+        None,
+        description="Campaign folder. Default: ./runs/<name> from where alflow runs.",
+    )
+    system: SystemConfig
+    data: DataConfig
+    label: LabelSettings
+    train: MACEConfig = Field(default_factory=MACEConfig)
+    explore: ExploreConfig = Field(default_factory=ExploreConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    stop: StopConfig = Field(default_factory=StopConfig)
+    accounting: EnergyModel = Field(default_factory=EnergyModel)
+
+    def campaign_dir(self, cwd: Path | None = None) -> Path:
+        """The campaign folder, absolute."""
+        base = cwd or Path.cwd()
+        path = self.output if self.output is not None else Path("runs") / self.name
+        return path if path.is_absolute() else (base / path).resolve()

@@ -1,0 +1,129 @@
+"""The selection job: from explored frames to the batch that goes to the labeller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from jobflow import JobConfig, Maker, job
+from pydantic import BaseModel, Field
+
+from alflow import progress
+from alflow.accounting import ComputeRecord, EnergyModel, Meter
+from alflow.config import SelectConfig
+from alflow.dataset import job_dataset
+from alflow.explore.md import ExploreResult
+from alflow.frames import Frame
+from alflow.select.descriptors import fingerprints
+from alflow.select.policy import select_candidates, selection_cap
+from alflow.select.window import WindowCounts, count_window
+
+
+class SelectionSummary(BaseModel):
+    """What selection saw and chose."""
+
+    iteration: int = Field(description="Iteration.")
+    explored: WindowCounts = Field(description="Explored frames per window class.")
+    runs: int = Field(description="MD runs looked at.")
+    runs_stopped_early: int = Field(description="Runs that ended before their steps.")
+    cap: int = Field(description="Most frames this iteration could label.")
+    n_selected: int = Field(description="Frames selected.")
+    explore_compute: list[ComputeRecord] = Field(
+        default_factory=list, description="Compute of the MD runs."
+    )
+    compute: ComputeRecord | None = Field(None, description="Cost of selecting.")
+
+
+class SelectionResult(BaseModel):
+    """Summary plus the selected frames (in the data store)."""
+
+    summary: SelectionSummary
+    selected: list[Frame] = Field(description="Frames to label, in selection order.")
+
+
+@dataclass
+class SelectMaker(Maker):
+    """Pick frames in the uncertainty window, diverse against the training set.
+
+    Parameters
+    ----------
+    name
+        Job name.
+    settings
+        Window and cap.
+    max_labels
+        Label budget of the campaign (None: unlimited).
+    descriptor_cutoff
+        Cut-off (Å) of the fingerprint used for farthest-point sampling.
+    energy_model
+        Power model for the compute record.
+    """
+
+    name: str = "select"
+    settings: SelectConfig = field(default_factory=SelectConfig)
+    max_labels: int | None = None
+    descriptor_cutoff: float = 5.0
+    energy_model: EnergyModel = field(default_factory=EnergyModel)
+
+    @job(data=["selected"], config=JobConfig(expose_store=True))
+    def make(self, explored: list[ExploreResult], campaign: str, iteration: int) -> SelectionResult:
+        """Select frames to label from the MD runs of one iteration."""
+        with Meter("select", self.name, self.energy_model) as meter:
+            dataset = job_dataset(campaign)
+            explored = [ExploreResult.model_validate(e) for e in explored]
+            frames = [f for run in explored for f in run.frames]
+            deviations = np.array([d for run in explored for d in run.deviations])
+            labels_used = sum(
+                1
+                for e in dataset.entries()
+                if e.frame.provenance is None or e.frame.provenance.source != "initial"
+            )
+            cap = selection_cap(self.settings.max_per_iteration, labels_used, self.max_labels)
+            training = dataset.frames()
+            chosen = self._choose(frames, deviations, training, cap)
+            selected = [
+                f.model_copy(
+                    update={"provenance": f.provenance.model_copy(update={"selection_rank": rank})}
+                )
+                for rank, f in enumerate(frames[i] for i in chosen)
+            ]
+        summary = SelectionSummary(
+            iteration=iteration,
+            explored=count_window(deviations, self.settings.lo, self.settings.hi),
+            runs=len(explored),
+            runs_stopped_early=sum(run.stopped_early for run in explored),
+            cap=cap,
+            n_selected=len(selected),
+            explore_compute=[run.compute for run in explored if run.compute is not None],
+            compute=meter.record,
+        )
+        progress.report(
+            iteration,
+            "select",
+            f"{summary.explored.candidate} candidates of {summary.explored.total} "
+            f"explored frames; {len(selected)} selected (cap {cap})",
+        )
+        return SelectionResult(summary=summary, selected=selected)
+
+    def _choose(
+        self,
+        frames: list[Frame],
+        deviations: np.ndarray,
+        training: list[Frame],
+        cap: int,
+    ) -> list[int]:
+        if not frames:
+            return []
+        species = sorted({z for f in frames + training for z in f.numbers})
+        candidate_atoms = [f.to_atoms(with_labels=False) for f in frames]
+        x = fingerprints(candidate_atoms, species, self.descriptor_cutoff)
+        reference = (
+            fingerprints(
+                [f.to_atoms(with_labels=False) for f in training],
+                species,
+                self.descriptor_cutoff,
+            )
+            if training
+            else None
+        )
+        return select_candidates(deviations, x, self.settings.lo, self.settings.hi, cap, reference)

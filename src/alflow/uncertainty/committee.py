@@ -1,0 +1,152 @@
+"""Committee uncertainty: K independently trained models, their mean and spread.
+
+The frame-level measure is the one DP-GEN made standard: for each atom the norm of
+the per-component standard deviation of the K predicted forces, then the maximum
+over atoms,
+
+    d_F = max_i sqrt( sum_c Var_k[F_kic] ) = max_i sqrt( mean_k |F_ki - <F_i>|^2 ).
+
+:class:`CommitteeCalculator` is an ASE calculator that returns the committee mean as
+energy and forces (what MD integrates) plus these spreads, so that the same object
+drives MD and scores candidate frames in batch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from ase import Atoms
+
+
+def per_atom_force_deviation(forces: np.ndarray) -> np.ndarray:
+    """Per-atom force deviation of a committee.
+
+    Parameters
+    ----------
+    forces
+        Array of shape (K, N, 3): forces of K members on N atoms.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (N,): norm over x, y, z of the population standard deviation over K.
+    """
+    forces = np.asarray(forces, dtype=float)
+    if forces.ndim != 3 or forces.shape[-1] != 3:
+        raise ValueError(f"expected forces of shape (K, N, 3), got {forces.shape}")
+    if forces.shape[0] < 2:
+        raise ValueError("a committee needs at least two members")
+    return np.sqrt(forces.var(axis=0).sum(axis=-1))
+
+
+def max_force_deviation(forces: np.ndarray) -> float:
+    """Frame-level deviation: the largest per-atom force deviation (eV/Å)."""
+    return float(per_atom_force_deviation(forces).max())
+
+
+class CommitteeCalculator(Calculator):
+    """Mean and spread of a committee of MACE models.
+
+    Parameters
+    ----------
+    model_paths
+        Paths of the K ``.model`` files.
+    device
+        Torch device.
+    default_dtype
+        Precision to evaluate in.
+
+    Notes
+    -----
+    Besides ``energy`` and ``forces`` (committee means) the results hold
+    ``energy_std`` (eV), ``forces_std`` (per atom, eV/Å), ``force_deviation``
+    (frame maximum, eV/Å) and ``forces_committee`` (K, N, 3).
+    """
+
+    implemented_properties: ClassVar[list[str]] = [
+        "energy",
+        "free_energy",
+        "forces",
+        "energy_std",
+        "forces_std",
+        "force_deviation",
+    ]
+
+    def __init__(
+        self,
+        model_paths: Sequence[str | Path],
+        device: str = "cpu",
+        default_dtype: str = "float64",
+        **kwargs: Any,
+    ) -> None:
+        from mace.calculators import MACECalculator
+
+        super().__init__(**kwargs)
+        if len(model_paths) < 2:
+            raise ValueError("a committee needs at least two model files")
+        self.model_paths = [str(p) for p in model_paths]
+        with warnings.catch_warnings():
+            # mace-torch loads its own pickled models on purpose and warns about it
+            warnings.filterwarnings("ignore", message=".*weights_only.*")
+            self._mace = MACECalculator(
+                model_paths=self.model_paths, device=device, default_dtype=default_dtype
+            )
+
+    @property
+    def size(self) -> int:
+        """Number of committee members."""
+        return len(self.model_paths)
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: list[str] | None = None,
+        system_changes: list[str] = all_changes,
+    ) -> None:
+        """Evaluate every member and reduce to mean and spread."""
+        super().calculate(atoms, properties, system_changes)
+        self._mace.calculate(self.atoms, ["energy", "forces"], all_changes)
+        members = np.asarray(self._mace.results["forces_comm"])
+        energies = np.asarray(self._mace.results["energy_comm"])
+        per_atom = per_atom_force_deviation(members)
+        self.results = {
+            "energy": float(energies.mean()),
+            "free_energy": float(energies.mean()),
+            "forces": members.mean(axis=0),
+            "energy_std": float(energies.std()),
+            "forces_std": per_atom,
+            "force_deviation": float(per_atom.max()),
+            "forces_committee": members,
+        }
+
+
+def score_frames(calc: CommitteeCalculator, atoms_list: Sequence[Atoms]) -> dict[str, np.ndarray]:
+    """Committee predictions for many frames.
+
+    Returns
+    -------
+    dict
+        ``energy`` (F,), ``energy_std`` (F,), ``force_deviation`` (F,) and
+        ``forces`` (list of (N, 3) arrays, committee means).
+    """
+    energy, energy_std, deviation, forces = [], [], [], []
+    for atoms in atoms_list:
+        calc.calculate(atoms)
+        energy.append(calc.results["energy"])
+        energy_std.append(calc.results["energy_std"])
+        deviation.append(calc.results["force_deviation"])
+        forces.append(calc.results["forces"])
+    return {
+        "energy": np.asarray(energy),
+        "energy_std": np.asarray(energy_std),
+        "force_deviation": np.asarray(deviation),
+        "forces": forces,
+    }
