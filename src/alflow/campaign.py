@@ -80,14 +80,11 @@ def close_iteration(
 ) -> CampaignState:
     """Summarise an iteration, add it to the history and apply the stop decision."""
     dataset = job_dataset(campaign.name)
-    entries = dataset.entries()
-    labels_used = sum(
-        1 for e in entries if e.frame.provenance is None or e.frame.provenance.source != "initial"
-    )
+    labels_used = dataset.labels_spent()
     record = summarize_iteration(
         state.iteration + 1,
         outcome,
-        labels_total=sum(e.status == "ok" for e in entries),
+        labels_total=dataset.count("ok"),
         wall_s=time.time() - (state.iteration_started or time.time()),
     )
     history = [*state.history, record]

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from alflow.config import Campaign
     from alflow.state import CampaignState
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 # tables stay readable when output goes to a file or CI log (no terminal width)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
 

@@ -121,6 +121,14 @@ class Dataset:
         """Frames with good labels: the training data."""
         return [e.frame for e in self.entries("ok", max_iteration)]
 
+    def labels_spent(self, max_iteration: int | None = None) -> int:
+        """Frames sent to the labeller (good and failed); the user's own data is free."""
+        return sum(
+            1
+            for e in self.entries(max_iteration=max_iteration)
+            if e.frame.provenance is None or e.frame.provenance.source != "initial"
+        )
+
     def count(self, status: Status | None = None) -> int:
         """Number of entries (optionally of one status)."""
         criteria: dict[str, Any] = {"campaign": self.campaign}

@@ -33,17 +33,20 @@ def farthest_point_sampling(
         raise ValueError(f"candidates must be 2-D, got shape {x.shape}")
     if len(x) == 0 or n <= 0:
         return []
+    picked: list[int] = []
     if reference is not None and len(reference):
         ref = np.asarray(reference, dtype=float)
         nearest = np.full(len(x), np.inf)
         for row in ref:  # row by row keeps memory at O(C) for large reference sets
             nearest = np.minimum(nearest, np.linalg.norm(x - row, axis=1))
     else:
-        nearest = np.linalg.norm(x - x.mean(axis=0), axis=1)
-    picked: list[int] = []
-    for _ in range(min(n, len(x))):
+        first = int(np.argmax(np.linalg.norm(x - x.mean(axis=0), axis=1)))
+        picked.append(first)
+        nearest = np.linalg.norm(x - x[first], axis=1)
+        nearest[first] = -np.inf
+    while len(picked) < min(n, len(x)):
         best = int(np.argmax(nearest))
-        if nearest[best] <= 0.0 and (picked or reference is not None):
+        if nearest[best] <= 0.0:
             break  # everything left duplicates a picked or reference point
         picked.append(best)
         nearest = np.minimum(nearest, np.linalg.norm(x - x[best], axis=1))

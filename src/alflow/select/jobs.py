@@ -73,13 +73,12 @@ class SelectMaker(Maker):
             explored = [ExploreResult.model_validate(e) for e in explored]
             frames = [f for run in explored for f in run.frames]
             deviations = np.array([d for run in explored for d in run.deviations])
-            labels_used = sum(
-                1
-                for e in dataset.entries()
-                if e.frame.provenance is None or e.frame.provenance.source != "initial"
-            )
-            cap = selection_cap(self.settings.max_per_iteration, labels_used, self.max_labels)
-            training = dataset.frames()
+            # only what existed before this iteration counts: a resumed iteration
+            # must make the same choices as the interrupted one, so that the labels
+            # it already finished are found again instead of replaced
+            spent = dataset.labels_spent(max_iteration=iteration - 1)
+            cap = selection_cap(self.settings.max_per_iteration, spent, self.max_labels)
+            training = dataset.frames(max_iteration=iteration - 1)
             chosen = self._choose(frames, deviations, training, cap)
             selected = [
                 f.model_copy(

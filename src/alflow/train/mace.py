@@ -205,7 +205,7 @@ def train_mace(
         args = mace_arguments(settings, train_file, work, name, seed, len(frames))
         _run_mace(args, work, model_dir / f"{name}.log", settings.threads, on_epoch)
         target = model_dir / f"{name}.model"
-        shutil.copyfile(work / f"{name}.model", target)
+        shutil.copyfile(final_model(work, name), target)
         metrics = _final_metrics(work / "results")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -220,6 +220,17 @@ def train_mace(
         dataset_hash=dataset_hash([f.frame_id for f in frames]),
         metrics=metrics,
     )
+
+
+def final_model(work: Path, name: str) -> Path:
+    """The model MACE finished with: the stage-two model when stage two ran.
+
+    MACE writes ``<name>.model`` after stage one and ``<name>_stagetwo.model`` after
+    stage two; the stage-one model can carry a large energy offset that only stage
+    two (with its high energy weight) removes.
+    """
+    stage_two = work / f"{name}_stagetwo.model"
+    return stage_two if stage_two.is_file() else work / f"{name}.model"
 
 
 def architecture(settings: MACEConfig) -> dict[str, Any]:

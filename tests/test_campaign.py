@@ -1,0 +1,165 @@
+"""End to end: a real 2-iteration campaign (EMT labels, tiny MACE committee), its
+store, its CLI views, and a crash followed by a resume that relabels nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.io import read
+
+from alflow.cli import main
+from alflow.label import jobs as label_jobs
+from alflow.query import dataset, latest_state
+from alflow.store import embedded_store
+from alflow.train.records import file_sha256
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """\
+name: cu-e2e
+seed: 3
+output: {output}
+system:
+  structures: {structure}
+data:
+  bootstrap: {{n_frames: 6, rattle_std: 0.05, strain: 0.02}}
+  validation: {validation}
+label:
+  calculator: emt
+train:
+  committee: 2
+  epochs: 20
+  batch_size: 4
+  threads: 2
+explore:
+  runs: 2
+  steps: 150
+  timestep_fs: 2.0
+  temperature_K: [600, 800]
+  record_every: 10
+select:
+  lo: 0.02
+  hi: 0.8
+  max_per_iteration: 5
+stop:
+  max_iterations: 2
+  accurate_fraction: 0.99
+"""
+
+
+def write_config(tmp_path: Path, copper_files: dict[str, Path], name: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    text = CONFIG.format(output=tmp_path / name, **copper_files).replace("cu-e2e", name)
+    path.write_text(text)
+    return path
+
+
+def test_two_iteration_campaign(tmp_path, copper_files, capsys):
+    config = write_config(tmp_path, copper_files, "cu-e2e")
+    assert main(["run", str(config)]) == 0
+    root = tmp_path / "cu-e2e"
+    store = embedded_store(root)
+    state = latest_state(store, "cu-e2e")
+
+    # the loop ran two iterations after the bootstrap and said why it stopped
+    assert state.stopped and state.stop_reason == "reached max_iterations (2)"
+    assert [r.iteration for r in state.history] == [0, 1, 2]
+
+    # frames: 6 bootstrap + up to 5 per iteration, all with labels and provenance
+    data = dataset(store, "cu-e2e")
+    entries = data.entries("ok")
+    assert len(entries) == state.history[-1].labels_total
+    assert len(entries) == 6 + sum(r.labels_new for r in state.history[1:])
+    assert all(r.labels_new > 0 for r in state.history)
+    explored = [e for e in entries if e.frame.provenance.source == "explore"]
+    assert explored and all(
+        0.02 <= e.frame.provenance.deviation < 0.8 and e.frame.provenance.explorer_run
+        for e in explored
+    )
+    assert {e.frame.level_of_theory.code for e in entries} == {"ase-emt"}
+    assert len({e.frame_id for e in entries}) == len(entries)
+
+    # models: files whose hashes match the records, K per iteration
+    for record in state.history:
+        assert len(record.models) == 2
+        for model in record.models:
+            assert file_sha256(model.path) == model.sha256
+            assert model.n_train_frames == record.labels_total
+    assert len({m.seed for r in state.history for m in r.models}) == 6
+
+    # the stored model is the one MACE finished with: its energies on its own
+    # training frames agree with the error MACE reported while training
+    from mace.calculators import MACECalculator
+
+    model = state.history[-1].models[0]
+    calc = MACECalculator(model_paths=model.path, device="cpu", default_dtype="float64")
+    errors = []
+    for entry in entries:
+        atoms = entry.frame.to_atoms(with_labels=False)
+        atoms.calc = calc
+        errors.append((atoms.get_potential_energy() - entry.frame.energy) / len(atoms))
+    rmse = float(np.sqrt(np.mean(np.square(errors))))
+    assert rmse < 3 * model.metrics["rmse_e_per_atom"] + 0.01
+
+    # accounting: every stage measured, roll-ups consistent
+    last = state.history[-1].compute
+    for stage in ("explore", "select", "label", "train", "validate"):
+        assert last[stage].jobs >= 1 and last[stage].wall_s > 0
+    assert last["train"].jobs == 2 and last["explore"].jobs == 2
+    assert last["total"].cpu_s == pytest.approx(
+        sum(v.cpu_s for k, v in last.items() if k != "total")
+    )
+    assert last["train"].cpu_s > 1.0 and last["total"].energy_kwh > 0
+    assert state.history[-1].explored.total > 0
+
+    # the committee learned: held-out force error went down
+    rmse = [r.validation.force_rmse for r in state.history]
+    assert rmse[-1] < rmse[0]
+
+    capsys.readouterr()
+    assert main(["status", str(root)]) == 0
+    status = capsys.readouterr().out
+    assert "reached max_iterations (2)" in status and "F RMSE" in status
+    assert main(["export", str(root), "-o", str(tmp_path / "out.xyz")]) == 0
+    exported = read(tmp_path / "out.xyz", ":")
+    assert len(exported) == len(entries)
+    assert exported[0].info["alflow_source"] == "bootstrap"
+
+    # running a finished campaign again does nothing
+    assert main(["run", str(config)]) == 0
+    assert "already finished" in capsys.readouterr().err
+    assert data.count() == len(entries)
+
+
+def test_crash_then_resume_keeps_and_reuses_labels(tmp_path, copper_files, monkeypatch, capsys):
+    config = write_config(tmp_path, copper_files, "cu-resume")
+    real = label_jobs.compute_label
+    calls = {"n": 0}
+
+    def crash_on_ninth(frame, settings):
+        calls["n"] += 1
+        if calls["n"] == 9:  # bootstrap is 6 labels; die in iteration 1's labelling
+            raise KeyboardInterrupt
+        return real(frame, settings)
+
+    monkeypatch.setattr(label_jobs, "compute_label", crash_on_ninth)
+    assert main(["run", str(config)]) == 130
+    store = embedded_store(tmp_path / "cu-resume")
+    data = dataset(store, "cu-resume")
+    assert data.count("ok") == 8  # every label finished before the crash is stored
+    before = {e.frame_id for e in data.entries()}
+
+    calls["n"] = 100  # no more crashes
+    assert main(["run", str(config)]) == 0
+    assert "resuming 'cu-resume' after iteration 0" in capsys.readouterr().err
+    state = latest_state(store, "cu-resume")
+    assert state.stopped
+    entries = data.entries()
+    assert len({e.frame_id for e in entries}) == len(entries)  # nothing labelled twice
+    assert before <= {e.frame_id for e in entries}
+    # the resumed iteration 1 found its two finished labels in the dataset
+    assert state.history[1].labels_reused == 2
+    new_calls = calls["n"] - 100
+    assert new_calls == len(entries) - len(before)

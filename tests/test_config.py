@@ -1,0 +1,181 @@
+"""Config validation: every bad input gives file, line, field and advice; exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alflow.cli import main
+from alflow.config_loader import ConfigError, load_campaign
+
+GOOD = """\
+name: test
+system:
+  structures: ethanol.xyz
+data:
+  bootstrap: {n_frames: 4}
+label:
+  calculator: pyscf
+  xc: PBE
+  basis: def2-SVP
+train:
+  committee: 2
+  epochs: 5
+select:
+  lo: 0.05
+  hi: 0.5
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "campaign.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path: Path, text: str) -> list:
+    with pytest.raises(ConfigError) as err:
+        load_campaign(write(tmp_path, text))
+    return err.value.problems
+
+
+def test_good_config_loads_with_paths_resolved(tmp_path, ethanol_xyz):
+    campaign = load_campaign(write(tmp_path, GOOD))
+    assert campaign.system.structures == [ethanol_xyz.resolve()]
+    assert campaign.label.calculator == "pyscf"
+    assert campaign.train.committee == 2
+    assert campaign.stop.max_iterations == 5  # default
+
+
+def test_unknown_key_names_line_and_suggests_spelling(tmp_path, ethanol_xyz):
+    text = GOOD.replace("  epochs: 5", "  epoch: 5")
+    [problem] = problems(tmp_path, text)
+    assert problem.line == 12
+    assert problem.field == "train.epoch"
+    assert "unknown key 'epoch'" in problem.message
+    assert "did you mean 'epochs'" in problem.message
+
+
+def test_unknown_key_inside_labeller_section(tmp_path, ethanol_xyz):
+    [problem] = problems(tmp_path, GOOD.replace("  basis: def2-SVP", "  basis_set: x"))
+    assert problem.line == 9
+    assert problem.field == "label.basis_set"
+    assert "did you mean 'basis'" in problem.message
+
+
+def test_wrong_type_reports_value(tmp_path, ethanol_xyz):
+    [problem] = problems(tmp_path, GOOD.replace("epochs: 5", "epochs: ten"))
+    assert problem.line == 12
+    assert problem.field == "train.epochs"
+    assert "integer" in problem.message and "'ten'" in problem.message
+
+
+def test_lo_above_hi_is_rejected_with_the_rule(tmp_path, ethanol_xyz):
+    [problem] = problems(tmp_path, GOOD.replace("lo: 0.05", "lo: 0.9"))
+    assert problem.field == "select"
+    assert problem.line == 13
+    assert "lo (0.9) must be smaller than hi (0.5)" in problem.message
+
+
+def test_missing_file_says_where_it_looked(tmp_path):
+    [problem] = problems(tmp_path, GOOD)  # no ethanol.xyz written
+    assert problem.field == "system.structures[0]"
+    assert problem.line == 3
+    assert "not found" in problem.message and str(tmp_path) in problem.message
+
+
+def test_several_problems_are_all_reported(tmp_path, ethanol_xyz):
+    text = GOOD.replace("epochs: 5", "epochs: -1").replace("committee: 2", "committee: 1")
+    found = problems(tmp_path, text)
+    assert {p.field for p in found} == {"train.epochs", "train.committee"}
+
+
+def test_invalid_yaml_gives_line(tmp_path, ethanol_xyz):
+    [problem] = problems(tmp_path, GOOD.replace("  xc: PBE", "  xc: [PBE"))
+    assert "invalid YAML" in problem.message
+    assert problem.line is not None and 8 <= problem.line <= 10
+
+
+def test_unknown_labeller_lists_choices(tmp_path, ethanol_xyz):
+    [problem] = problems(tmp_path, GOOD.replace("calculator: pyscf", "calculator: vasp"))
+    assert problem.field == "label"
+    assert "'vasp'" in problem.message and "pyscf" in problem.message
+
+
+def test_missing_required_section(tmp_path, ethanol_xyz):
+    text = GOOD.replace("data:\n  bootstrap: {n_frames: 4}\n", "")
+    [problem] = problems(tmp_path, text)
+    assert problem.field == "data" and "missing" in problem.message
+
+
+def test_no_starting_data(tmp_path, ethanol_xyz):
+    [problem] = problems(tmp_path, GOOD.replace("  bootstrap: {n_frames: 4}", "  initial: null"))
+    assert problem.field == "data"
+    assert "bootstrap" in problem.message
+
+
+def test_force_rmse_target_needs_validation_frames(tmp_path, ethanol_xyz):
+    [problem] = problems(tmp_path, GOOD + "stop:\n  force_rmse: 0.05\n")
+    assert problem.field == "stop.force_rmse"
+    assert problem.line == 17
+    assert "data.validation" in problem.message
+
+
+def test_unlabelled_validation_file_is_refused(tmp_path, ethanol_xyz):
+    text = GOOD.replace(
+        "  bootstrap: {n_frames: 4}", "  bootstrap: {n_frames: 4}\n  validation: ethanol.xyz"
+    )
+    [problem] = problems(tmp_path, text)
+    assert problem.field == "data.validation"
+    assert "lack energy or forces" in problem.message
+
+
+def test_emt_refuses_elements_it_cannot_treat(tmp_path, ethanol_xyz):
+    text = GOOD.replace("  calculator: pyscf\n  xc: PBE\n  basis: def2-SVP", "  calculator: emt")
+    from ase.build import molecule
+    from ase.io import write as ase_write
+
+    ase_write(ethanol_xyz, molecule("CH3SiH3"))
+    [problem] = problems(tmp_path, text)
+    assert problem.field == "label.calculator"
+    assert "Si" in problem.message
+
+
+def test_pyscf_refuses_periodic_structures(tmp_path):
+    from ase.build import bulk
+    from ase.io import write as ase_write
+
+    ase_write(tmp_path / "ethanol.xyz", bulk("Si"))
+    [problem] = problems(tmp_path, GOOD)
+    assert problem.field == "label.calculator"
+    assert "periodic" in problem.message
+
+
+def test_cli_validate_exit_codes_and_no_traceback(tmp_path, ethanol_xyz, capsys):
+    good = write(tmp_path, GOOD)
+    assert main(["validate", str(good)]) == 0
+    assert "OK" in capsys.readouterr().out
+    bad = write(tmp_path, GOOD.replace("epochs: 5", "epochs: ten"))
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:12: train.epochs:" in err
+    assert "Traceback" not in err
+    assert main(["run", str(bad)]) == 2
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
+
+
+def test_schema_is_json_with_sections(capsys):
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {"system", "data", "label", "train", "explore", "select", "stop"} <= set(
+        schema["properties"]
+    )
+    assert schema["additionalProperties"] is False
+
+
+def test_shipped_configs_are_valid():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for path in root.glob("*.yaml"):
+        load_campaign(path)
