@@ -124,6 +124,7 @@ def summarize_iteration(
         iteration=iteration,
         temperature_K=outcome.get("temperature_K"),
         explored=selection.explored if selection else None,
+        median_deviation=selection.median_deviation if selection else None,
         runs=selection.runs if selection else 0,
         runs_stopped_early=selection.runs_stopped_early if selection else 0,
         selected=selection.n_selected if selection else len(labels),

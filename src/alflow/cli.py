@@ -214,6 +214,7 @@ def _print_status(campaign: Campaign, state: CampaignState) -> None:
         ("iter", "iteration", "d"),
         ("labels new", "labels_new", "d"),
         ("labels total", "labels_total", "d"),
+        ("dev. median eV/Å", "median_deviation", ".3f"),
         ("accurate", "accurate", ".0%"),
         ("candidate", "candidate", ".0%"),
         ("failed", "failed", ".0%"),

@@ -49,6 +49,7 @@ def status_rows(state: CampaignState) -> list[dict[str, Any]]:
                 "iteration": record.iteration,
                 "labels_new": record.labels_new,
                 "labels_total": record.labels_total,
+                "median_deviation": record.median_deviation,
                 "accurate": record.fraction("accurate"),
                 "candidate": record.fraction("candidate"),
                 "failed": record.fraction("failed"),

@@ -20,6 +20,9 @@ class IterationRecord(BaseModel):
         description="Explored frames per window class (models of the previous "
         "iteration drove the MD).",
     )
+    median_deviation: float | None = Field(
+        None, description="Median committee deviation of the explored frames (eV/Å)."
+    )
     runs: int = Field(0, description="MD runs.")
     runs_stopped_early: int = Field(0, description="MD runs that stopped early.")
     selected: int = Field(0, description="Frames sent to the labeller.")

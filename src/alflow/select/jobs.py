@@ -24,6 +24,9 @@ class SelectionSummary(BaseModel):
 
     iteration: int = Field(description="Iteration.")
     explored: WindowCounts = Field(description="Explored frames per window class.")
+    median_deviation: float | None = Field(
+        None, description="Median committee deviation of the explored frames (eV/Å)."
+    )
     runs: int = Field(description="MD runs looked at.")
     runs_stopped_early: int = Field(description="Runs that ended before their steps.")
     cap: int = Field(description="Most frames this iteration could label.")
@@ -89,6 +92,7 @@ class SelectMaker(Maker):
         summary = SelectionSummary(
             iteration=iteration,
             explored=count_window(deviations, self.settings.lo, self.settings.hi),
+            median_deviation=float(np.median(deviations)) if len(deviations) else None,
             runs=len(explored),
             runs_stopped_early=sum(run.stopped_early for run in explored),
             cap=cap,
