@@ -132,6 +132,16 @@ def test_two_iteration_campaign(tmp_path, copper_files, capsys):
     assert "already finished" in capsys.readouterr().err
     assert data.count() == len(entries)
 
+    # allowing one more iteration continues from the stored state
+    config.write_text(config.read_text().replace("max_iterations: 2", "max_iterations: 3"))
+    assert main(["run", str(config)]) == 0
+    assert "so it continues" in capsys.readouterr().err
+    extended = latest_state(store, "cu-e2e")
+    assert [r.iteration for r in extended.history] == [0, 1, 2, 3]
+    assert extended.history[:3] == state.history
+    assert extended.stop_reason == "reached max_iterations (3)"
+    assert data.count() == len(entries) + extended.history[3].labels_new
+
 
 def test_crash_then_resume_keeps_and_reuses_labels(tmp_path, copper_files, monkeypatch, capsys):
     config = write_config(tmp_path, copper_files, "cu-resume")

@@ -47,6 +47,9 @@ def test_good_config_loads_with_paths_resolved(tmp_path, ethanol_xyz):
     assert campaign.label.calculator == "pyscf"
     assert campaign.train.committee == 2
     assert campaign.stop.max_iterations == 5  # default
+    assert campaign.campaign_dir(cwd=Path("/somewhere")) == Path("/somewhere/runs/test")
+    relative = load_campaign(write(tmp_path, GOOD + "output: results/here\n"))
+    assert relative.campaign_dir() == tmp_path / "results" / "here"
 
 
 def test_unknown_key_names_line_and_suggests_spelling(tmp_path, ethanol_xyz):

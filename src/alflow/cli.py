@@ -108,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from jobflow import run_locally
 
     from alflow.campaign import campaign_flow
+    from alflow.decide import decide
     from alflow.query import dataset, latest_state
     from alflow.store import CampaignPaths, embedded_store, save_campaign
 
@@ -119,10 +120,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = embedded_store(root)
     state = latest_state(store, campaign.name)
     if state is not None and state.stopped:
-        console.print(f"campaign '{campaign.name}' already finished: {state.stop_reason}")
-        _print_status(campaign, state)
-        return 0
-    if state is not None:
+        decision = decide(state.history, campaign.stop, state.labels_used)
+        if decision.stop:
+            console.print(f"campaign '{campaign.name}' already finished: {decision.reason}")
+            _print_status(campaign, state)
+            return 0
+        console.print(
+            f"campaign '{campaign.name}' had stopped ({state.stop_reason}); its new stop "
+            "criteria allow more, so it continues"
+        )
+        state = state.model_copy(update={"stopped": False, "stop_reason": None})
+    elif state is not None:
         console.print(
             f"resuming '{campaign.name}' after iteration {state.iteration}; labels in "
             "the dataset are reused, never recomputed"

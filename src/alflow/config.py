@@ -38,6 +38,13 @@ def _resolve_file(value: Path, info: ValidationInfo) -> Path:
     return path
 
 
+def _resolve_folder(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Make a folder path absolute against the config's folder (it may not exist yet)."""
+    if value is None or value.is_absolute():
+        return value
+    return (Path((info.context or {}).get("base_dir", ".")) / value).resolve()
+
+
 def _as_list(value: Any) -> Any:
     """Accept a single item where a list is expected."""
     return value if isinstance(value, list) else [value]
@@ -210,9 +217,10 @@ class Campaign(_Section):
         description="Campaign name (letters, digits, '_', '-', '.').",
     )
     seed: int = Field(0, ge=0, description="Master random seed.")
-    output: Path | None = Field(
+    output: Annotated[Path | None, AfterValidator(_resolve_folder)] = Field(
         None,
-        description="Campaign folder. Default: ./runs/<name> from where alflow runs.",
+        description="Campaign folder, relative to the config file. Default: runs/<name> "
+        "in the folder alflow is run from.",
     )
     system: SystemConfig
     data: DataConfig
@@ -225,6 +233,6 @@ class Campaign(_Section):
 
     def campaign_dir(self, cwd: Path | None = None) -> Path:
         """The campaign folder, absolute."""
-        base = cwd or Path.cwd()
-        path = self.output if self.output is not None else Path("runs") / self.name
-        return path if path.is_absolute() else (base / path).resolve()
+        if self.output is not None:
+            return self.output
+        return ((cwd or Path.cwd()) / "runs" / self.name).resolve()

@@ -24,10 +24,11 @@ def latest_state(store: JobStore, campaign: str) -> CampaignState | None:
         properties=["output", "completed_at"],
     )
     best: CampaignState | None = None
-    best_key: tuple[int, bool, str] | None = None
+    best_key: tuple[int, str] | None = None
     for doc in docs:
         state = CampaignState.model_validate(doc["output"])
-        key = (state.iteration, state.stopped, str(doc.get("completed_at", "")))
+        # at equal iteration the newest wins: a stopped campaign may have been extended
+        key = (state.iteration, str(doc.get("completed_at", "")))
         if best_key is None or key > best_key:
             best, best_key = state, key
     return best
