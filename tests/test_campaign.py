@@ -122,6 +122,7 @@ def test_two_iteration_campaign(tmp_path, copper_files, capsys):
     assert main(["status", str(root)]) == 0
     status = capsys.readouterr().out
     assert "reached max_iterations (2)" in status and "F RMSE" in status
+    assert "energy: power model" in status or "energy: RAPL" in status
     assert main(["export", str(root), "-o", str(tmp_path / "out.xyz")]) == 0
     exported = read(tmp_path / "out.xyz", ":")
     assert len(exported) == len(entries)

@@ -182,3 +182,10 @@ def test_shipped_configs_are_valid():
     root = Path(__file__).resolve().parents[1] / "configs"
     for path in root.glob("*.yaml"):
         load_campaign(path)
+
+
+def test_status_and_export_refuse_folders_that_are_not_campaigns(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    assert main(["export", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not an alflow campaign folder" in err and "Traceback" not in err

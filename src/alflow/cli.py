@@ -245,6 +245,11 @@ def _print_status(campaign: Campaign, state: CampaignState) -> None:
             f"{total.co2e_kg * 1000:.1f} g CO2e, {sum(r['wall_s'] for r in rows) / 60:.1f} "
             "min wall",
         )
+    methods = {
+        m.compute.energy_method for r in state.history for m in r.models if m.compute is not None
+    }
+    for method in sorted(methods):
+        out.print(f"energy: {method}; CO2e at {campaign.accounting.grid_gco2_per_kwh} g/kWh")
     if state.stopped:
         out.print(f"stopped: {state.stop_reason}")
 
