@@ -21,7 +21,7 @@ from alflow import progress
 from alflow.accounting import ComputeRecord, EnergyModel, Meter
 from alflow.dataset import job_dataset
 from alflow.frames import Frame
-from alflow.label.calculators import EMTSettings, LabelSettings, PySCFSettings
+from alflow.label.calculators import LabelSettings, PySCFSettings
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class LabelMaker(Maker):
     """
 
     name: str = "label"
-    settings: EMTSettings | PySCFSettings = field(
+    settings: LabelSettings = field(
         default_factory=lambda: PySCFSettings(calculator="pyscf")
     )
     energy_model: EnergyModel = field(default_factory=EnergyModel)
