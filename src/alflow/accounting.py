@@ -65,6 +65,7 @@ class ComputeRecord(BaseModel):
     cpu_s: float = Field(0.0, description="CPU time of the job and its children (s).")
     cpu_children_s: float = Field(0.0, description="Part of cpu_s used by children.")
     gpu_s: float = Field(0.0, description="GPU busy time (s); 0 on CPU machines.")
+    cores: int = Field(1, ge=1, description="Cores the job occupied (threads x ranks).")
     peak_rss_mib: float = Field(0.0, description="Peak resident memory (MiB).")
     energy_kwh: float = Field(0.0, description="Energy (kWh).")
     co2e_kg: float = Field(0.0, description="Emissions (kg CO2e).")
@@ -75,14 +76,23 @@ class ComputeRecord(BaseModel):
         """CPU time in core-hours."""
         return self.cpu_s / 3600.0
 
+    @property
+    def core_hours(self) -> float:
+        """Allocated core-hours: wall time x cores (what an HPC centre bills)."""
+        return self.wall_s * self.cores / 3600.0
+
 
 class StageTotals(BaseModel):
-    """Sum of the records of one stage (or of everything)."""
+    """Sum of the records of one stage (or of everything).
+
+    ``cpu_s`` is CPU time used; ``core_s`` is wall time x cores allocated.
+    """
 
     jobs: int = 0
     wall_s: float = 0.0
     cpu_s: float = 0.0
     gpu_s: float = 0.0
+    core_s: float = 0.0
     peak_rss_mib: float = 0.0
     energy_kwh: float = 0.0
     co2e_kg: float = 0.0
@@ -91,6 +101,11 @@ class StageTotals(BaseModel):
     def cpu_hours(self) -> float:
         """CPU time in core-hours."""
         return self.cpu_s / 3600.0
+
+    @property
+    def core_hours(self) -> float:
+        """Allocated core-hours (wall x cores)."""
+        return self.core_s / 3600.0
 
 
 def energy_from_model(
@@ -110,6 +125,8 @@ def add(a: StageTotals, record: ComputeRecord | StageTotals) -> StageTotals:
         wall_s=a.wall_s + record.wall_s,
         cpu_s=a.cpu_s + record.cpu_s,
         gpu_s=a.gpu_s + record.gpu_s,
+        core_s=a.core_s
+        + (record.wall_s * record.cores if isinstance(record, ComputeRecord) else record.core_s),
         peak_rss_mib=max(a.peak_rss_mib, record.peak_rss_mib),
         energy_kwh=a.energy_kwh + record.energy_kwh,
         co2e_kg=a.co2e_kg + record.co2e_kg,
@@ -193,6 +210,10 @@ class Meter:
         Power model and grid intensity.
     sample_interval
         Seconds between memory samples.
+    rapl_root
+        Where the RAPL counters live (sysfs powercap).
+    cores
+        Cores the job occupies, for allocated core-hours.
     """
 
     def __init__(
@@ -202,8 +223,10 @@ class Meter:
         energy_model: EnergyModel | None = None,
         sample_interval: float = 0.25,
         rapl_root: Path = _RAPL_ROOT,
+        cores: int = 1,
     ) -> None:
         self.stage = stage
+        self.cores = cores
         self.job = job
         self.energy_model = energy_model or EnergyModel()
         self.sample_interval = sample_interval
@@ -268,6 +291,7 @@ class Meter:
             host=socket.gethostname(),
             started_at=self._started,
             wall_s=wall,
+            cores=self.cores,
             cpu_s=cpu,
             cpu_children_s=cpu_children,
             peak_rss_mib=peak_mib,

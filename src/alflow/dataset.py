@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from alflow.accounting import ComputeRecord
-from alflow.frames import Frame
+from alflow.frames import Frame, LevelOfTheory
 
 if TYPE_CHECKING:
     from maggma.core import Store
@@ -31,6 +31,10 @@ class DatasetEntry(BaseModel):
     frame_key: str = Field(description="campaign/frame_id/lot_hash: the unique key.")
     status: Status = Field(description="'ok' labels train; 'failed' ones never do.")
     reason: str | None = Field(None, description="Why the label failed.")
+    attempts: list[str] = Field(
+        default_factory=list,
+        description="One line per attempt: the settings changed and what happened.",
+    )
     iteration: int = Field(description="Iteration in which the label was made.")
     labelled_at: str = Field(description="UTC time the entry was written.")
     frame: Frame = Field(description="The frame, with labels when status is ok.")
@@ -39,6 +43,10 @@ class DatasetEntry(BaseModel):
 
 class DuplicateLabelError(RuntimeError):
     """A frame that already has a label was about to be written again."""
+
+
+class MixedLevelOfTheoryError(RuntimeError):
+    """A label from another level of theory was about to join the dataset."""
 
 
 class Dataset:
@@ -73,6 +81,8 @@ class Dataset:
         iteration: int,
         reason: str | None = None,
         compute: ComputeRecord | None = None,
+        attempts: list[str] | None = None,
+        allow_mixed_levels: bool = False,
     ) -> DatasetEntry:
         """Append one frame.
 
@@ -80,6 +90,8 @@ class Dataset:
         ------
         DuplicateLabelError
             If the frame already has an entry at this level of theory.
+        MixedLevelOfTheoryError
+            If the dataset holds labels at another level and mixing is not allowed.
         ValueError
             If an 'ok' frame has no labels or no level of theory.
         """
@@ -90,6 +102,10 @@ class Dataset:
         frame_id, lot_hash = frame.frame_id, frame.level_of_theory.settings_hash
         if self.get(frame_id, lot_hash) is not None:
             raise DuplicateLabelError(f"frame {frame_id} already has a label at level {lot_hash}")
+        if not allow_mixed_levels:
+            other = self.other_level(lot_hash)
+            if other is not None:
+                raise MixedLevelOfTheoryError(mixed_levels_message(other, frame.level_of_theory))
         entry = DatasetEntry(
             campaign=self.campaign,
             frame_id=frame_id,
@@ -101,9 +117,19 @@ class Dataset:
             labelled_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
             frame=frame,
             compute=compute,
+            attempts=attempts or [],
         )
         self.store.update([entry.model_dump(mode="json")], key="frame_key")
         return entry
+
+    def other_level(self, lot_hash: str) -> LevelOfTheory | None:
+        """A level of theory in the dataset that differs from ``lot_hash``, if any."""
+        doc = self.store.query_one(
+            {"campaign": self.campaign, "lot_hash": {"$ne": lot_hash}}, properties=["frame"]
+        )
+        if doc is None or doc["frame"].get("level_of_theory") is None:
+            return None
+        return LevelOfTheory.model_validate(doc["frame"]["level_of_theory"])
 
     def entries(
         self, status: Status | None = None, max_iteration: int | None = None
@@ -135,6 +161,21 @@ class Dataset:
         if status is not None:
             criteria["status"] = status
         return self.store.count(criteria)
+
+
+def mixed_levels_message(existing: LevelOfTheory, new: LevelOfTheory) -> str:
+    """Why two levels of theory cannot share a dataset, and what to do."""
+
+    def describe(lot: LevelOfTheory) -> str:
+        parts = [lot.code, lot.method, lot.basis]
+        return " ".join(p for p in parts if p) + f" [{lot.settings_hash}]"
+
+    return (
+        f"the dataset holds labels at {describe(existing)}, but this label is at "
+        f"{describe(new)}; mixing levels of theory corrupts training. Use the same "
+        "labeller settings, start a new campaign (new name or output folder), or set "
+        "label.allow_mixed_levels: true if the mix is intended"
+    )
 
 
 def _entry(doc: dict[str, Any]) -> DatasetEntry:

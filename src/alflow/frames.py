@@ -33,6 +33,7 @@ class LevelOfTheory(BaseModel):
     version: str | None = Field(None, description="Version of that program.")
     method: str | None = Field(None, description="Functional or Hamiltonian, e.g. PBE.")
     basis: str | None = Field(None, description="Basis set or plane-wave cut-off.")
+    kpoints: list[int] | None = Field(None, description="k-point grid, if any.")
     settings_hash: str = Field(
         description="sha256 (first 16 hex digits) of every setting that changes the "
         "numbers; two labels are comparable only when their hashes agree."

@@ -8,10 +8,14 @@ would poison the training set.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ase.calculators.calculator import Calculator, CalculatorError, all_changes
 from ase.units import Bohr, Hartree
+from pydantic import Field
+
+from alflow.frames import LevelOfTheory, settings_hash
+from alflow.label.base import LabelSettingsBase
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -42,6 +46,12 @@ class PySCFCalculator(Calculator):
         Maximum SCF iterations.
     max_memory_mb
         Memory PySCF may use (MB).
+    damping
+        Fraction of the previous density mixed into the next (0: none).
+    level_shift
+        Virtual-orbital level shift (Hartree) that stabilises the SCF.
+    newton
+        Use second-order (Newton) SCF after the first iterations.
     """
 
     implemented_properties: ClassVar[list[str]] = ["energy", "forces"]
@@ -56,6 +66,9 @@ class PySCFCalculator(Calculator):
         conv_tol: float = 1e-9,
         max_cycle: int = 100,
         max_memory_mb: int = 4000,
+        damping: float = 0.0,
+        level_shift: float = 0.0,
+        newton: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -68,6 +81,9 @@ class PySCFCalculator(Calculator):
             "conv_tol": conv_tol,
             "max_cycle": max_cycle,
             "max_memory_mb": max_memory_mb,
+            "damping": damping,
+            "level_shift": level_shift,
+            "newton": newton,
         }
 
     def calculate(
@@ -101,6 +117,10 @@ class PySCFCalculator(Calculator):
         mf.xc = s["xc"]
         mf.conv_tol = s["conv_tol"]
         mf.max_cycle = s["max_cycle"]
+        mf.damp = s["damping"]
+        mf.level_shift = s["level_shift"]
+        if s["newton"]:
+            mf = mf.newton()
         energy = mf.kernel()
         if not mf.converged:
             raise SCFNotConverged(
@@ -109,3 +129,78 @@ class PySCFCalculator(Calculator):
         gradient = mf.nuc_grad_method().kernel()
         self.results["energy"] = float(energy) * Hartree
         self.results["forces"] = -gradient * Hartree / Bohr
+
+
+class PySCFSettings(LabelSettingsBase):
+    """Kohn-Sham DFT for molecules with PySCF."""
+
+    geometry = "molecule"
+
+    calculator: Literal["pyscf"] = Field(description="Use PySCF molecular DFT.")
+    xc: str = Field("PBE", description="Exchange-correlation functional.")
+    basis: str = Field("def2-SVP", description="Gaussian basis set.")
+    charge: int = Field(0, description="Total charge of the molecule.")
+    spin: int = Field(0, ge=0, description="Unpaired electrons (2S); >0 means UKS.")
+    density_fit: bool = Field(False, description="Density fitting for the Coulomb term.")
+    conv_tol: float = Field(1e-9, gt=0, description="SCF convergence (Hartree).")
+    max_cycle: int = Field(100, ge=1, description="Maximum SCF cycles.")
+    damping: float = Field(0.0, ge=0, lt=1, description="SCF density damping.")
+    level_shift: float = Field(0.0, ge=0, description="SCF level shift (Hartree).")
+    newton: bool = Field(False, description="Second-order (Newton) SCF.")
+    max_memory_mb: int = Field(4000, ge=100, description="Memory PySCF may use (MB).")
+    threads: int | None = Field(
+        None, ge=1, description="OpenMP threads for PySCF (default: all cores)."
+    )
+
+    def make(self) -> Calculator:
+        """Build the ASE calculator."""
+        if self.threads is not None:
+            from pyscf import lib
+
+            lib.num_threads(self.threads)
+        return PySCFCalculator(
+            xc=self.xc,
+            basis=self.basis,
+            charge=self.charge,
+            spin=self.spin,
+            density_fit=self.density_fit,
+            conv_tol=self.conv_tol,
+            max_cycle=self.max_cycle,
+            max_memory_mb=self.max_memory_mb,
+            damping=self.damping,
+            level_shift=self.level_shift,
+            newton=self.newton,
+        )
+
+    def level_of_theory(self) -> LevelOfTheory:
+        """Fingerprint of the method: everything that changes the numbers."""
+        import pyscf
+
+        numeric = {
+            "code": "pyscf",
+            "xc": self.xc.upper(),
+            "basis": self.basis.lower(),
+            "charge": self.charge,
+            "spin": self.spin,
+            "density_fit": self.density_fit,
+        }
+        return LevelOfTheory(
+            code="pyscf",
+            version=pyscf.__version__,
+            method=self.xc.upper(),
+            basis=self.basis,
+            settings_hash=settings_hash(numeric),
+        )
+
+    def cores(self) -> int:
+        """Threads PySCF uses."""
+        import os
+
+        return self.threads or os.cpu_count() or 1
+
+    def default_escalation(self) -> list[dict[str, Any]]:
+        """More cycles with damping and a level shift, then second-order SCF."""
+        return [
+            {"max_cycle": max(300, 3 * self.max_cycle), "damping": 0.5, "level_shift": 0.2},
+            {"max_cycle": max(300, 3 * self.max_cycle), "newton": True},
+        ]
