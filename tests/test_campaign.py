@@ -146,16 +146,16 @@ def test_two_iteration_campaign(tmp_path, copper_files, capsys):
 
 def test_crash_then_resume_keeps_and_reuses_labels(tmp_path, copper_files, monkeypatch, capsys):
     config = write_config(tmp_path, copper_files, "cu-resume")
-    real = label_jobs.compute_label
+    real = label_jobs.label_with_retries
     calls = {"n": 0}
 
-    def crash_on_ninth(frame, settings):
+    def crash_on_ninth(frame, settings, workdir):
         calls["n"] += 1
         if calls["n"] == 9:  # bootstrap is 6 labels; die in iteration 1's labelling
             raise KeyboardInterrupt
-        return real(frame, settings)
+        return real(frame, settings, workdir)
 
-    monkeypatch.setattr(label_jobs, "compute_label", crash_on_ninth)
+    monkeypatch.setattr(label_jobs, "label_with_retries", crash_on_ninth)
     assert main(["run", str(config)]) == 130
     store = embedded_store(tmp_path / "cu-resume")
     data = dataset(store, "cu-resume")
@@ -174,3 +174,95 @@ def test_crash_then_resume_keeps_and_reuses_labels(tmp_path, copper_files, monke
     assert state.history[1].labels_reused == 2
     new_calls = calls["n"] - 100
     assert new_calls == len(entries) - len(before)
+
+
+FAULTY = """\
+name: cu-faulty
+seed: 5
+output: {output}
+system:
+  structures: {structure}
+data:
+  bootstrap: {{n_frames: 10, rattle_std: 0.05, strain: 0.02}}
+  validation: {validation}
+label:
+  calculator: ase
+  import_path: faulty.Chaos     # 30% raise, 10% NaN forces, 10% hang; tests/faulty.py
+  timeout_s: 4
+  retries: [{{}}]               # one plain retry: the injected faults are deterministic
+train:
+  committee: 2
+  epochs: 15
+  batch_size: 4
+  threads: 2
+explore:
+  runs: 2
+  steps: 100
+  timestep_fs: 2.0
+  temperature_K: 700
+  record_every: 10
+select: {{lo: 0.02, hi: 0.8, max_per_iteration: 6}}
+stop: {{max_iterations: 2, accurate_fraction: 0.99, max_failed_fraction: 0.9}}
+"""
+
+
+def test_campaign_survives_failing_labeller(tmp_path, copper_files, capsys):
+    """Exceptions, NaN forces and hangs past the time limit are quarantined with
+    their reasons; the campaign completes and trains only on good labels."""
+    from faulty import bucket
+
+    config = tmp_path / "faulty.yaml"
+    config.write_text(FAULTY.format(output=tmp_path / "run", **copper_files))
+    assert main(["run", str(config)]) == 0
+    store = embedded_store(tmp_path / "run")
+    state = latest_state(store, "cu-faulty")
+    data = dataset(store, "cu-faulty")
+    assert state.stop_kind == "iterations"
+
+    failed = data.entries("failed")
+    good = data.entries("ok")
+    reasons = " | ".join(e.reason for e in failed)
+    assert "SCF did not converge (injected" in reasons
+    assert "non-finite forces" in reasons
+    assert "timeout: no result after 4 s" in reasons
+    # the fault a frame got is the one its structure hash dictates, in every process
+    for entry in failed:
+        assert bucket(entry.frame.to_atoms()) < 50
+        assert len(entry.attempts) == (1 if entry.reason.startswith("timeout") else 2)
+        assert not entry.frame.is_labelled
+    assert all(bucket(e.frame.to_atoms()) >= 50 for e in good)
+    # failures never reach training; the record of every iteration lists them
+    assert state.history[-1].models[0].n_train_frames == len(good)
+    assert sum(len(r.failures) for r in state.history) == len(failed)
+    assert sum(r.labels_failed for r in state.history) == len(failed)
+
+    capsys.readouterr()
+    assert main(["status", str(tmp_path / "run")]) == 0
+    status = capsys.readouterr().out
+    assert "failed label" in status and "timeout" in status
+
+
+def test_changing_the_level_of_theory_is_refused(tmp_path, copper_files, capsys):
+    """A campaign whose dataset holds EMT labels cannot continue with another method."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        CONFIG.format(output=tmp_path / "run", **copper_files)
+        .replace("max_iterations: 2", "max_iterations: 1")
+        .replace("epochs: 20", "epochs: 3")
+        .replace("steps: 150", "steps: 20")
+    )
+    assert main(["run", str(config)]) == 0
+    lj = (
+        "label:\n  calculator: ase\n  import_path: ase.calculators.lj.LennardJones\n"
+        "  kwargs: {sigma: 2.3, epsilon: 0.4}"
+    )
+    config.write_text(
+        config.read_text()
+        .replace("label:\n  calculator: emt", lj)
+        .replace("max_iterations: 1", "max_iterations: 2")
+    )
+    capsys.readouterr()
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "label: the dataset holds labels at ase-emt EMT" in err
+    assert "allow_mixed_levels" in err

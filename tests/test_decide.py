@@ -64,3 +64,27 @@ def test_success_wins_over_limits():
 def test_stall_when_nothing_selected():
     d = decide([record(1, accurate=5, candidate=0, failed=5, selected=0)], StopConfig(), 10)
     assert d.stop and d.reason.startswith("stalled")
+
+
+def test_too_many_failed_labels_stops_with_reasons():
+    last = record(2)
+    last.labels_new, last.labels_failed = 2, 4
+    last.failures = [
+        "a: SCFNotConverged: no",
+        "b: SCFNotConverged: no",
+        "c: timeout: 60 s",
+        "d: x (y)",
+    ]
+    d = decide([record(1), last], StopConfig(max_failed_fraction=0.5), 10)
+    assert d.stop and d.kind == "failures"
+    assert "4 of 6 in iteration 2 failed (limit 50%)" in d.reason
+    assert "2x SCFNotConverged: no" in d.reason
+    # below the limit the campaign goes on
+    last.labels_failed = 2
+    assert decide([record(1), last], StopConfig(max_failed_fraction=0.5), 10).kind == "continue"
+
+
+def test_every_decision_names_its_rule():
+    assert decide([record(3)], StopConfig(max_iterations=3), 1).kind == "iterations"
+    assert decide([record(1)], StopConfig(max_labels=1), 1).kind == "budget"
+    assert decide([record(1, selected=0)], StopConfig(), 1).kind == "stalled"

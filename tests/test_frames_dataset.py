@@ -7,7 +7,7 @@ import pytest
 from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
 
-from alflow.dataset import Dataset, DuplicateLabelError
+from alflow.dataset import Dataset, DuplicateLabelError, MixedLevelOfTheoryError
 from alflow.frames import Frame, LevelOfTheory, Provenance, read_frames, write_extxyz
 from alflow.store import FRAMES, embedded_store
 
@@ -74,3 +74,17 @@ def test_dataset_appends_refuses_duplicates_and_separates_failures(tmp_path):
     # and a new connection (another process) sees what was written
     reopened = Dataset(embedded_store(tmp_path).additional_stores[FRAMES], "camp")
     assert reopened.count("ok") == 1
+
+
+def test_dataset_refuses_a_second_level_of_theory_unless_allowed(tmp_path):
+    dataset = Dataset(embedded_store(tmp_path).additional_stores[FRAMES], "camp")
+    pbe = LOT.model_copy(update={"code": "pyscf", "method": "PBE", "settings_hash": "pbe"})
+    b3lyp = LOT.model_copy(update={"code": "pyscf", "method": "B3LYP", "settings_hash": "b3"})
+    first = Frame.from_atoms(labelled_copper(0.0)).model_copy(update={"level_of_theory": pbe})
+    second = Frame.from_atoms(labelled_copper(0.1)).model_copy(update={"level_of_theory": b3lyp})
+    dataset.add(first, "ok", 1)
+    with pytest.raises(MixedLevelOfTheoryError, match=r"pyscf PBE .pbe.*pyscf B3LYP .b3."):
+        dataset.add(second, "ok", 1)
+    assert dataset.other_level("b3").method == "PBE"
+    dataset.add(second, "ok", 1, allow_mixed_levels=True)
+    assert dataset.count("ok") == 2

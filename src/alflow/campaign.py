@@ -98,6 +98,7 @@ def close_iteration(
             "labels_used": labels_used,
             "stopped": decision.stop,
             "stop_reason": decision.reason if decision.stop else None,
+            "stop_kind": decision.kind if decision.stop else None,
             "iteration_started": None,
         }
     )
@@ -131,6 +132,7 @@ def summarize_iteration(
         labels_new=sum(x.status == "ok" for x in labels),
         labels_failed=sum(x.status == "failed" for x in labels),
         labels_reused=sum(x.status == "reused" for x in labels),
+        failures=[f"{x.frame_id}: {x.reason}" for x in labels if x.status == "failed"],
         labels_total=labels_total,
         validation=validation.committee if validation else None,
         member_force_rmse=validation.member_force_rmse if validation else [],

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alflow import __version__
-from alflow.config_loader import ConfigError, load_campaign
+from alflow.config_loader import ConfigError, Problem, load_campaign
 
 if TYPE_CHECKING:
     from rich.status import Status
@@ -119,9 +119,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     store = embedded_store(root)
     state = latest_state(store, campaign.name)
+    if state is not None:
+        check_level_of_theory(store, campaign, str(args.file))
     if state is not None and state.stopped:
         decision = decide(state.history, campaign.stop, state.labels_used)
-        if decision.stop:
+        if decision.kind == "failures" and _label_settings_changed(paths, campaign):
+            console.print("the label settings changed since the failures; trying again")
+        elif decision.stop:
             console.print(f"campaign '{campaign.name}' already finished: {decision.reason}")
             _print_status(campaign, state)
             return 0
@@ -174,6 +178,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     if final is not None:
         _print_status(campaign, final)
     return 0
+
+
+def check_level_of_theory(store: Any, campaign: Campaign, source: str) -> None:
+    """Refuse to resume with a labeller at another level of theory (exit code 2)."""
+    from alflow.dataset import mixed_levels_message
+    from alflow.query import dataset
+
+    if campaign.label.allow_mixed_levels:
+        return
+    lot = campaign.label.level_of_theory()
+    other = dataset(store, campaign.name).other_level(lot.settings_hash)
+    if other is not None:
+        raise ConfigError([Problem(source, None, "label", mixed_levels_message(other, lot))])
+
+
+def _label_settings_changed(paths: Any, campaign: Campaign) -> bool:
+    """Whether the label section differs from the one the campaign last ran with."""
+    from alflow.store import load_saved_campaign
+
+    try:
+        saved = load_saved_campaign(paths.root)
+    except FileNotFoundError:
+        return True
+    return saved.label.model_dump() != campaign.label.model_dump()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -245,6 +273,11 @@ def _print_status(campaign: Campaign, state: CampaignState) -> None:
             f"{total.co2e_kg * 1000:.1f} g CO2e, {sum(r['wall_s'] for r in rows) / 60:.1f} "
             "min wall",
         )
+    for record in state.history:
+        for line in record.failures[:5]:
+            out.print(f"iteration {record.iteration} failed label {line}", markup=False)
+        if len(record.failures) > 5:
+            out.print(f"iteration {record.iteration}: {len(record.failures) - 5} more failures")
     methods = {
         m.compute.energy_method for r in state.history for m in r.models if m.compute is not None
     }

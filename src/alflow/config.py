@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from alflow.accounting import EnergyModel
-from alflow.label.calculators import LabelSettings
+from alflow.label.registry import LabelSettings
 
 
 def _resolve_file(value: Path, info: ValidationInfo) -> Path:
@@ -206,6 +206,13 @@ class StopConfig(_Section):
     )
     force_rmse: float | None = Field(
         None, gt=0, description="Stop when the held-out force RMSE (eV/Å) is below."
+    )
+    max_failed_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Stop (with the reasons) when more than this fraction of an "
+        "iteration's labels failed: the labeller settings need attention.",
     )
 
 

@@ -19,7 +19,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from alflow.config import Campaign
-from alflow.label.calculators import LABELLERS
+from alflow.label.registry import LABELLERS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -139,12 +139,22 @@ def check_campaign(campaign: Campaign) -> list[tuple[tuple[Any, ...], str]]:
                 f"{', '.join(sorted(supported))}",
             )
         )
-    if campaign.label.calculator == "pyscf" and periodic:
+    geometry = type(campaign.label).geometry
+    if geometry == "molecule" and periodic:
         problems.append(
             (
                 ("label", "calculator"),
-                "'pyscf' labels molecules, but the structures are periodic; set "
-                "pbc to False in the structure file or pick a periodic labeller",
+                f"'{campaign.label.calculator}' labels molecules, but the structures are "
+                "periodic; set pbc to False in the structure file or pick a periodic "
+                "labeller (cp2k, xtb, atomate2-vasp, atomate2-cp2k)",
+            )
+        )
+    if geometry == "periodic" and not periodic:
+        problems.append(
+            (
+                ("label", "calculator"),
+                f"'{campaign.label.calculator}' labels periodic cells, but the structures "
+                "are not periodic; give them a cell and pbc, or pick pyscf for molecules",
             )
         )
     e0s = campaign.train.e0s

@@ -29,6 +29,9 @@ class IterationRecord(BaseModel):
     labels_new: int = Field(0, description="New good labels.")
     labels_failed: int = Field(0, description="Labels that failed.")
     labels_reused: int = Field(0, description="Labels found in the dataset already.")
+    failures: list[str] = Field(
+        default_factory=list, description="'frame_id: reason' of each failed label."
+    )
     labels_total: int = Field(0, description="Good labels in the dataset afterwards.")
     validation: ErrorMetrics | None = Field(
         None, description="Held-out errors of this iteration's committee mean."
@@ -62,6 +65,7 @@ class CampaignState(BaseModel):
     labels_used: int = Field(0, description="Frames sent to the labeller so far (good and failed).")
     stopped: bool = Field(False, description="Whether the campaign has ended.")
     stop_reason: str | None = Field(None, description="Why it ended.")
+    stop_kind: str | None = Field(None, description="Which stop rule ended it.")
     iteration_started: float | None = Field(
         None, description="Unix time at which the running iteration began."
     )
