@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from alflow.cli import main
 from alflow.config_loader import ConfigError, load_campaign
+
+DATA = Path(__file__).resolve().parents[1] / "configs" / "data"
 
 GOOD = """\
 name: test
@@ -189,3 +192,69 @@ def test_status_and_export_refuse_folders_that_are_not_campaigns(tmp_path, capsy
     assert main(["export", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "not an alflow campaign folder" in err and "Traceback" not in err
+
+
+def test_model_and_estimator_are_one_field_each(tmp_path, ethanol_xyz):
+    text = GOOD.replace("  committee: 2\n", "  uncertainty: shallow\n")
+    campaign = load_campaign(write(tmp_path, text))
+    assert (campaign.train.model, campaign.train.uncertainty) == ("mace", "shallow")
+    gap = GOOD.replace("train:\n  committee: 2\n  epochs: 5\n", "train:\n  model: gap\n")
+    gap = gap.replace("label:", "  validation: held.xyz\nlabel:")
+    shutil.copy(DATA / "ethanol_rmd17_test.xyz", tmp_path / "held.xyz")
+    campaign = load_campaign(write(tmp_path, gap))
+    assert (campaign.train.model, campaign.train.uncertainty) == ("gap", "variance")
+
+
+def test_gap_problems_name_the_gap_section(tmp_path, ethanol_xyz):
+    text = GOOD.replace(
+        "train:\n  committee: 2\n  epochs: 5\n", "train:\n  model: gap\n  soap_cutof: 4\n"
+    )
+    [problem] = problems(tmp_path, text)
+    assert problem.field == "train.soap_cutof" and problem.line == 12
+    assert "did you mean 'soap_cutoff'" in problem.message
+    # GAP's variance needs held-out frames to become a force uncertainty
+    text = GOOD.replace("train:\n  committee: 2\n  epochs: 5\n", "train:\n  model: gap\n")
+    [problem] = problems(tmp_path, text)
+    assert problem.field == "train.model" and "data.validation" in problem.message
+    text = GOOD.replace("  committee: 2\n", "  uncertainty: variance\n")
+    [problem] = problems(tmp_path, text)
+    assert problem.field == "train.uncertainty" and "'committee' or 'shallow'" in problem.message
+
+
+def test_foundation_model_problems_are_found_before_training(tmp_path, ethanol_xyz):
+    import torch
+
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "not_mace.model")
+    base = GOOD.replace("  epochs: 5\n", "  epochs: 5\n  foundation:\n    path: PATH\nEXTRA")
+
+    def config(path: str, extra: str = "") -> str:
+        return base.replace("PATH", path).replace("EXTRA", extra)
+
+    [problem] = problems(tmp_path, config("missing.model"))
+    assert problem.field == "train.foundation.path" and problem.line == 14
+    assert "not found" in problem.message
+    [problem] = problems(tmp_path, config("not_mace.model"))
+    assert problem.field == "train.foundation.path" and "not a MACE model" in problem.message
+    [problem] = problems(tmp_path, config("not_mace.model", "    mode: multihead\n"))
+    assert problem.field == "train.foundation" and "replay_file" in problem.message
+
+
+def test_foundation_must_cover_the_elements(tmp_path, ethanol_xyz, copper_files):
+    from alflow.config import MACEConfig
+    from alflow.frames import read_frames
+    from alflow.train.mace import train_mace
+
+    record = train_mace(
+        read_frames(DATA / "ethanol_rmd17_test.xyz")[:6],
+        MACEConfig(num_channels=4, epochs=1, batch_size=2),
+        tmp_path,
+        "chon",
+        seed=0,
+    )
+    text = GOOD.replace("  epochs: 5\n", f"  epochs: 5\n  foundation:\n    path: {record.path}\n")
+    text = text.replace("ethanol.xyz", str(copper_files["structure"]))
+    text = text.replace("calculator: pyscf\n  xc: PBE\n  basis: def2-SVP", "calculator: emt")
+    [problem] = problems(tmp_path, text)
+    assert problem.field == "train.foundation.path" and problem.line == 12
+    assert "contain Cu, which the foundation model" in problem.message
+    assert "knows C, H, O" in problem.message or "knows H, C, O" in problem.message

@@ -1,16 +1,21 @@
 """From a campaign config to a jobflow Flow that runs the active-learning loop.
 
+The models are a MACE committee, one MACE model with a shallow ensemble, or a GAP
+(``train.model`` and ``train.uncertainty``); validation calibrates their uncertainty
+and the next iteration explores and selects with the calibrated values.
+
 Each iteration is built at run time by a controller job, :func:`advance`, which
 closes the previous iteration (roll-up, stop decision) and, unless the campaign
 stops, returns the next iteration's jobs plus the next controller as a
 ``Response.addition`` (the dynamic-flow idiom of atomate2). Iteration 0 seeds the
-dataset and trains the first committee; iteration i ≥ 1 explores with committee
-i-1, selects, labels, trains committee i on everything labelled so far and
-validates it, so the last committee of a campaign has seen every label.
+dataset and trains the first models; iteration i ≥ 1 explores with models i-1,
+selects, labels, trains models i on everything labelled so far and validates
+them, so the last models of a campaign have seen every label.
 
 ::
 
     advance ─► explore ×M ─► select ─► label ×N ─► train ×K ─► validate ─► advance
+                                                                 (+ calibrate)
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from jobflow import Flow, Job, JobConfig, Response, job
 from alflow import progress
 from alflow.accounting import ComputeRecord, roll_up
 from alflow.bootstrap import perturbed_copies
-from alflow.config import Campaign
+from alflow.config import Campaign, GAPConfig
 from alflow.dataset import job_dataset
 from alflow.decide import decide
 from alflow.explore.md import LangevinMDMaker
@@ -33,6 +38,7 @@ from alflow.label.jobs import LabelMaker, LabelResult, label_all
 from alflow.select.jobs import SelectionSummary, SelectMaker
 from alflow.state import CampaignState, IterationRecord
 from alflow.store import CampaignPaths
+from alflow.train.gap import GAPTrainMaker
 from alflow.train.mace import MACETrainMaker
 from alflow.train.records import ModelRecord
 from alflow.validate import ValidateMaker, ValidationResult
@@ -95,6 +101,7 @@ def close_iteration(
             "iteration": record.iteration,
             "history": history,
             "models": record.models,
+            "uncertainty_scale": record.calibration.scale if record.calibration else 1.0,
             "labels_used": labels_used,
             "stopped": decision.stop,
             "stop_reason": decision.reason if decision.stop else None,
@@ -137,6 +144,7 @@ def summarize_iteration(
         validation=validation.committee if validation else None,
         member_force_rmse=validation.member_force_rmse if validation else [],
         mean_force_deviation=validation.mean_force_deviation if validation else None,
+        calibration=validation.calibration if validation else None,
         models=models,
         compute=roll_up(records),
         wall_s=wall_s,
@@ -192,6 +200,7 @@ def iteration_flow(campaign: Campaign, state: CampaignState, iteration: int) -> 
             index,
             temperature,
             seed=_seed(campaign, iteration, 1000 + run),
+            scale=state.uncertainty_scale,
         )
         md.name = f"explore {run + 1}/{campaign.explore.runs}"
         md_jobs.append(md)
@@ -227,9 +236,9 @@ def _train_validate_advance(
 ) -> Flow:
     """Append committee training (after ``waits``), validation and the next controller."""
     model_dir = CampaignPaths(campaign.campaign_dir()).model_dir(iteration)
-    trainer = MACETrainMaker(settings=campaign.train, energy_model=campaign.accounting)
+    trainer, count = trainer_for(campaign)
     train_jobs = []
-    for member in range(campaign.train.committee):
+    for member in range(count):
         train = trainer.make(
             campaign.name,
             iteration,
@@ -237,20 +246,33 @@ def _train_validate_advance(
             _seed(campaign, iteration, member),
             str(model_dir),
             after=waits,
+            previous=state.models,
         )
-        train.name = f"train member {member + 1}/{campaign.train.committee}"
+        train.name = f"train member {member + 1}/{count}" if count > 1 else trainer.name
         train_jobs.append(train)
     models_ref = [t.output for t in train_jobs]
     validation_ref = None
     if campaign.data.validation is not None:
         validate = ValidateMaker(energy_model=campaign.accounting).make(
-            models_ref, str(campaign.data.validation), iteration
+            models_ref, str(campaign.data.validation), iteration, str(model_dir)
         )
         train_jobs.append(validate)
         validation_ref = validate.output
     outcome = {**outcome, "models": models_ref, "validation": validation_ref}
     controller = controller_job(campaign, state, outcome)
     return Flow([*jobs, *train_jobs, controller], name=f"iteration {iteration}")
+
+
+def trainer_for(campaign: Campaign) -> tuple[MACETrainMaker | GAPTrainMaker, int]:
+    """The training Maker of the campaign's model kind and how many models it trains."""
+    settings = campaign.train
+    if isinstance(settings, GAPConfig):
+        return GAPTrainMaker(settings=settings, energy_model=campaign.accounting), 1
+    trainer = MACETrainMaker(settings=settings, energy_model=campaign.accounting)
+    if settings.uncertainty == "shallow":
+        trainer.name = "train mace + shallow ensemble"
+        return trainer, 1
+    return trainer, settings.committee
 
 
 @job(config=JobConfig(expose_store=True))

@@ -87,12 +87,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.file)
     out.print(
         f"{args.file}: OK — campaign '{campaign.name}', labeller "
-        f"'{campaign.label.calculator}', committee of {campaign.train.committee} MACE "
-        f"models, up to {campaign.stop.max_iterations} iterations; results in "
+        f"'{campaign.label.calculator}', {model_summary(campaign)}, up to "
+        f"{campaign.stop.max_iterations} iterations; results in "
         f"{campaign.campaign_dir()}",
         markup=False,
     )
     return 0
+
+
+def model_summary(campaign: Campaign) -> str:
+    """One phrase for the campaign's models and uncertainty estimator."""
+    train = campaign.train
+    if train.model == "gap":
+        return "GAP with predictive-variance uncertainty"
+    if train.uncertainty == "shallow":
+        text = f"MACE with a {train.shallow_members}-member shallow ensemble"
+    else:
+        text = f"committee of {train.committee} MACE models"
+    if train.foundation is not None:
+        text += f" fine-tuned ({train.foundation.mode}) from {train.foundation.path.name}"
+    return text
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -102,12 +102,70 @@ class DataConfig(_Section):
         return self
 
 
-class MACEConfig(_Section):
-    """A committee of MACE models trained from scratch with mace-torch."""
+class FoundationConfig(_Section):
+    """A MACE foundation model (a local file) to fine-tune instead of training from scratch."""
 
-    model: Literal["mace"] = Field("mace", description="Model family.")
+    path: InputFile = Field(
+        description="Local '.model' file of a MACE foundation model (MACE-MP, MACE-OFF, "
+        "or one of your own). Its architecture replaces the train section's."
+    )
+    mode: Literal["naive", "multihead"] = Field(
+        "naive",
+        description="'naive': continue training all weights on the campaign's data. "
+        "'multihead': train a new head jointly with a replay head on frames from "
+        "replay_file, so the model keeps what it knew (mace-torch's multihead "
+        "fine-tuning); the replay head is removed from the saved model.",
+    )
+    replay_file: InputFile | None = Field(
+        None,
+        description="Labelled extxyz frames replayed in multihead mode, e.g. a subset of "
+        "the foundation model's training data (keys energy/forces or REF_energy/REF_forces).",
+    )
+    replay_samples: int = Field(
+        1000, ge=1, description="Replay frames drawn per training run (multihead mode)."
+    )
+
+    @model_validator(mode="after")
+    def _replay_for_multihead(self) -> FoundationConfig:
+        if self.mode == "multihead" and self.replay_file is None:
+            raise ValueError(
+                "multihead fine-tuning needs replay frames: set replay_file to a labelled "
+                "extxyz file, or use mode: naive"
+            )
+        return self
+
+
+class MACEConfig(_Section):
+    """MACE models trained with mace-torch, from scratch or from a foundation model."""
+
+    model: Literal["mace"] = Field("mace", description="Model family: 'mace' or 'gap'.")
+    uncertainty: Literal["committee", "shallow"] = Field(
+        "committee",
+        description="'committee': K independently trained models (their spread). "
+        "'shallow': one model whose last layer carries shallow_members members fitted "
+        "by negative log-likelihood (one backbone pass gives all of them).",
+    )
     committee: int = Field(3, ge=2, le=32, description="Committee members (K).")
+    bootstrap: bool = Field(
+        False,
+        description="Train each committee member on a bootstrap resample of the data "
+        "(drawn with replacement) instead of all of it.",
+    )
+    shallow_members: int = Field(8, ge=2, le=64, description="Members of a shallow ensemble (M).")
+    shallow_steps: int = Field(
+        200, ge=1, description="L-BFGS iterations of the shallow-ensemble fit."
+    )
     epochs: int = Field(100, ge=1, description="Training epochs per member.")
+    warm_start_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="From iteration 1 on, continue each member from its weights of the "
+        "previous iteration for this many epochs (at half the learning rate) instead "
+        "of training from scratch; null retrains from scratch.",
+    )
+    foundation: FoundationConfig | None = Field(
+        None, description="Fine-tune this foundation model instead of training from scratch."
+    )
     batch_size: int = Field(5, ge=1, description="Frames per batch.")
     lr: float = Field(0.01, gt=0, description="Learning rate.")
     r_max: float = Field(4.0, gt=0, description="Cut-off radius (Å).")
@@ -150,6 +208,42 @@ class MACEConfig(_Section):
     threads: int = Field(
         1, ge=1, description="OpenMP threads per training job (members run as jobs)."
     )
+
+
+class GAPConfig(_Section):
+    """A Gaussian approximation potential (2-body + SOAP) fitted with quippy's gap_fit."""
+
+    model: Literal["gap"] = Field(description="Model family: 'mace' or 'gap'.")
+    uncertainty: Literal["variance"] = Field(
+        "variance", description="GAP's own predictive variance is its uncertainty."
+    )
+    two_body_cutoff: float = Field(5.0, gt=0, description="Cut-off of the 2-body term (Å).")
+    two_body_delta: float = Field(1.0, gt=0, description="Energy scale of the 2-body term (eV).")
+    two_body_n_sparse: int = Field(20, ge=1, description="Sparse points of the 2-body term.")
+    soap_cutoff: float = Field(4.5, gt=0, description="SOAP cut-off (Å).")
+    soap_l_max: int = Field(4, ge=1, le=12, description="SOAP angular resolution.")
+    soap_n_max: int = Field(6, ge=1, le=16, description="SOAP radial resolution.")
+    soap_atom_sigma: float = Field(0.5, gt=0, description="SOAP Gaussian width (Å).")
+    soap_delta: float = Field(0.2, gt=0, description="Energy scale of the SOAP term (eV).")
+    soap_n_sparse: int = Field(300, ge=1, description="Sparse environments of the SOAP term.")
+    default_sigma: tuple[float, float, float] = Field(
+        (0.005, 0.1, 0.0),
+        description="Regularisation: expected errors of energies (eV/atom), forces "
+        "(eV/Å) and virials (eV/atom), gap_fit's default_sigma.",
+    )
+    threads: int = Field(1, ge=1, description="OpenMP threads of gap_fit.")
+
+
+def _mace_by_default(value: Any) -> Any:
+    """``train`` without a ``model`` key means MACE."""
+    if isinstance(value, dict) and "model" not in value:
+        return {**value, "model": "mace"}
+    return value
+
+
+TrainConfig = Annotated[
+    MACEConfig | GAPConfig, Field(discriminator="model"), BeforeValidator(_mace_by_default)
+]
 
 
 class ExploreConfig(_Section):
@@ -232,7 +326,7 @@ class Campaign(_Section):
     system: SystemConfig
     data: DataConfig
     label: LabelSettings
-    train: MACEConfig = Field(default_factory=MACEConfig)
+    train: TrainConfig = Field(default_factory=MACEConfig)
     explore: ExploreConfig = Field(default_factory=ExploreConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     stop: StopConfig = Field(default_factory=StopConfig)

@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from alflow.config import Campaign
+from alflow.config import Campaign, GAPConfig, MACEConfig
 from alflow.label.registry import LABELLERS
 
 if TYPE_CHECKING:
@@ -157,10 +157,7 @@ def check_campaign(campaign: Campaign) -> list[tuple[tuple[Any, ...], str]]:
                 "are not periodic; give them a cell and pbc, or pick pyscf for molecules",
             )
         )
-    e0s = campaign.train.e0s
-    if isinstance(e0s, dict) and not elements <= set(e0s):
-        missing = ", ".join(sorted(elements - set(e0s)))
-        problems.append((("train", "e0s"), f"no isolated-atom energy for {missing}"))
+    problems += _model_problems(campaign, elements)
     if campaign.stop.force_rmse is not None and campaign.data.validation is None:
         problems.append(
             (
@@ -170,6 +167,58 @@ def check_campaign(campaign: Campaign) -> list[tuple[tuple[Any, ...], str]]:
             )
         )
     return problems
+
+
+def _model_problems(campaign: Campaign, elements: set[str]) -> list[tuple[tuple[Any, ...], str]]:
+    """Checks of the train section against the data."""
+    from alflow.config import GAPConfig
+
+    train = campaign.train
+    if isinstance(train, GAPConfig):
+        if campaign.data.validation is None:
+            return [
+                (
+                    ("train", "model"),
+                    "GAP's variance is an energy variance; it is turned into a force "
+                    "uncertainty comparable with select.lo/hi by calibration on held-out "
+                    "frames: set data.validation to a labelled extxyz file",
+                )
+            ]
+        return []
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    if isinstance(train.e0s, dict) and not elements <= set(train.e0s):
+        missing = ", ".join(sorted(elements - set(train.e0s)))
+        problems.append((("train", "e0s"), f"no isolated-atom energy for {missing}"))
+    if train.foundation is not None:
+        problems += [
+            (("train", "foundation", "path"), m) for m in _foundation_problems(campaign, elements)
+        ]
+    return problems
+
+
+def _foundation_problems(campaign: Campaign, elements: set[str]) -> list[str]:
+    """A foundation model must load as MACE and know every element of the data."""
+    from ase.io import read
+
+    from alflow.train.foundation import FoundationModelError, check_coverage, inspect_foundation
+
+    foundation = campaign.train.foundation
+    assert foundation is not None
+    try:
+        info = inspect_foundation(foundation.path)
+        check_coverage(info, elements, "the starting structures")
+        for key in ("initial", "validation"):
+            file = getattr(campaign.data, key)
+            if file is not None:
+                found = {s for a in read(str(file), index=":") for s in a.get_chemical_symbols()}
+                check_coverage(info, found, f"data.{key} ({file.name})")
+        if foundation.replay_file is not None:
+            replay = read(str(foundation.replay_file), index=":")
+            found = {s for a in replay for s in a.get_chemical_symbols()}
+            check_coverage(info, found, f"the replay file ({foundation.replay_file.name})")
+    except FoundationModelError as err:
+        return [str(err)]
+    return []
 
 
 def _labelled_file_problems(file: Path) -> list[str]:
@@ -234,14 +283,17 @@ def _dotted(loc: Sequence[Any]) -> str:
 def _known_fields(loc: Sequence[Any]) -> list[str]:
     """Field names allowed at the parent of ``loc`` (for did-you-mean hints)."""
     model: type[BaseModel] | None = Campaign
+    previous: Any = None
     for part in loc[:-1]:
         if model is None:
             return []
         field = model.model_fields.get(str(part))
         if field is None:
-            # a union tag (e.g. 'pyscf') names the concrete model chosen
-            model = LABELLERS.get(str(part))
+            # a union tag (e.g. 'pyscf', 'gap') names the concrete model chosen
+            model = _UNION_TAGS.get(str(previous), {}).get(str(part))
+            previous = part
             continue
+        previous = part
         model = _model_of(field.annotation)
     return list(model.model_fields) if model is not None else []
 
@@ -292,7 +344,14 @@ def _problem(file: str, tree: CommentedMap, error: dict[str, Any]) -> Problem:
 
 
 def _without_union_tags(loc: Sequence[Any]) -> list[Any]:
-    """Drop the labeller tag pydantic inserts after 'label' in error locations."""
+    """Drop the tag pydantic inserts after 'label' or 'train' in error locations."""
     return [
-        p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "label" and p in LABELLERS)
+        p for i, p in enumerate(loc) if not (i > 0 and p in _UNION_TAGS.get(str(loc[i - 1]), {}))
     ]
+
+
+#: Sections that are tagged unions: tag value → concrete model.
+_UNION_TAGS: dict[str, dict[str, type[BaseModel]]] = {
+    "label": LABELLERS,
+    "train": {"mace": MACEConfig, "gap": GAPConfig},
+}

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 from alflow.accounting import StageTotals, merge_roll_ups
 from alflow.select.window import WindowCounts
 from alflow.train.records import ModelRecord
+from alflow.uncertainty.calibrate import Calibration
 from alflow.validate import ErrorMetrics
 
 
@@ -40,10 +41,13 @@ class IterationRecord(BaseModel):
         default_factory=list, description="Held-out force RMSE of each member."
     )
     mean_force_deviation: float | None = Field(
-        None, description="Mean committee deviation on the held-out frames."
+        None, description="Mean calibrated max force uncertainty on the held-out frames."
+    )
+    calibration: Calibration | None = Field(
+        None, description="Uncertainty calibration fitted on the held-out frames."
     )
     models: list[ModelRecord] = Field(
-        default_factory=list, description="Committee trained in this iteration."
+        default_factory=list, description="Models trained in this iteration."
     )
     compute: dict[str, StageTotals] = Field(
         default_factory=dict, description="Compute per stage and 'total'."
@@ -61,7 +65,12 @@ class CampaignState(BaseModel):
     campaign: str = Field(description="Campaign name.")
     iteration: int = Field(-1, description="Last finished iteration (-1: none yet).")
     history: list[IterationRecord] = Field(default_factory=list)
-    models: list[ModelRecord] = Field(default_factory=list, description="The current committee.")
+    models: list[ModelRecord] = Field(default_factory=list, description="The current models.")
+    uncertainty_scale: float = Field(
+        1.0,
+        description="Calibration factor of the current models' force uncertainty "
+        "(1 when no held-out frames were given).",
+    )
     labels_used: int = Field(0, description="Frames sent to the labeller so far (good and failed).")
     stopped: bool = Field(False, description="Whether the campaign has ended.")
     stop_reason: str | None = Field(None, description="Why it ended.")

@@ -1,8 +1,13 @@
-"""Held-out validation: how wrong the committee is on frames it never saw."""
+"""Held-out validation: errors on frames never trained on, and the calibration.
+
+The same frames measure how well the uncertainty predicts the errors; the scale
+fitted on them is what the next iteration explores and selects with.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,10 +18,13 @@ from alflow import progress
 from alflow.accounting import ComputeRecord, EnergyModel, Meter
 from alflow.frames import Frame, read_frames
 from alflow.train.records import ModelRecord
-from alflow.uncertainty.committee import CommitteeCalculator
+from alflow.uncertainty import make_estimator
+from alflow.uncertainty.calibrate import Calibration, calibrate, save_calibration
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from alflow.uncertainty.base import UncertaintyCalculator
 
 
 class ErrorMetrics(BaseModel):
@@ -29,13 +37,19 @@ class ErrorMetrics(BaseModel):
 
 
 class ValidationResult(BaseModel):
-    """Errors of the committee mean and of each member on held-out frames."""
+    """Errors of the models' mean prediction, and the uncertainty calibration."""
 
     iteration: int = Field(description="Iteration whose models were validated.")
-    committee: ErrorMetrics = Field(description="Errors of the committee mean.")
-    member_force_rmse: list[float] = Field(description="Force RMSE of each member.")
+    committee: ErrorMetrics = Field(description="Errors of the mean prediction.")
+    member_force_rmse: list[float] = Field(
+        default_factory=list,
+        description="Force RMSE of each committee or shallow-ensemble member.",
+    )
     mean_force_deviation: float = Field(
-        description="Mean predicted max force deviation over the frames (eV/Å)."
+        description="Mean calibrated max force uncertainty over the frames (eV/Å)."
+    )
+    calibration: Calibration | None = Field(
+        None, description="Scale fitted on these frames for the force uncertainties."
     )
     compute: ComputeRecord | None = Field(None, description="Cost of validating.")
 
@@ -64,31 +78,52 @@ def error_metrics(
     )
 
 
-def validate_committee(
-    calc: CommitteeCalculator, frames: Sequence[Frame]
-) -> tuple[ErrorMetrics, list[float], float]:
-    """Committee-mean errors, per-member force RMSEs and mean deviation."""
-    ref_e = [f.energy for f in frames]
-    ref_f = [np.asarray(f.forces) for f in frames]
-    pred_e, pred_f, members, deviation = [], [], [], []
+#: Result keys under which estimators report their members' forces (M, N, 3).
+MEMBER_FORCES = ("forces_committee", "forces_members")
+
+
+def validate_estimator(
+    calc: UncertaintyCalculator, frames: Sequence[Frame]
+) -> tuple[ErrorMetrics, list[float], Calibration, list[float]]:
+    """Mean-prediction errors, per-member force RMSEs, calibration, raw frame deviations.
+
+    ``calc`` must have scale 1: the calibration is fitted on its raw uncertainties.
+    """
+    if calc.scale != 1.0:
+        raise ValueError("validate with an uncalibrated estimator (scale 1)")
+    pred_e, pred_f, members, sigma, errors = [], [], [], [], []
     for frame in frames:
-        calc.calculate(frame.to_atoms(with_labels=False))
+        calc.calculate(frame.to_atoms(with_labels=False), ["energy", "forces", "force_deviation"])
+        forces = np.asarray(calc.results["forces"])
         pred_e.append(calc.results["energy"])
-        pred_f.append(calc.results["forces"])
-        members.append(calc.results["forces_committee"])
-        deviation.append(calc.results["force_deviation"])
-    committee = error_metrics(pred_e, ref_e, [f.n_atoms for f in frames], pred_f, ref_f)
-    reference = np.concatenate([f.ravel() for f in ref_f])
-    member_rmse = [
-        float(np.sqrt(np.mean((np.concatenate([m[k].ravel() for m in members]) - reference) ** 2)))
-        for k in range(calc.size)
-    ]
-    return committee, member_rmse, float(np.mean(deviation))
+        pred_f.append(forces)
+        sigma.append(np.asarray(calc.results["forces_std"]))
+        errors.append(np.linalg.norm(forces - np.asarray(frame.forces), axis=1))
+        key = next((k for k in MEMBER_FORCES if k in calc.results), None)
+        if key is not None:
+            members.append(np.asarray(calc.results[key]))
+    ref_f = [np.asarray(f.forces) for f in frames]
+    metrics = error_metrics(
+        pred_e, [f.energy for f in frames], [f.n_atoms for f in frames], pred_f, ref_f
+    )
+    member_rmse = []
+    if members:
+        reference = np.concatenate([f.ravel() for f in ref_f])
+        member_rmse = [
+            _rmse(np.concatenate([m[k].ravel() for m in members]), reference)
+            for k in range(members[0].shape[0])
+        ]
+    raw_deviation = [float(s.max()) for s in sigma]
+    return metrics, member_rmse, calibrate(sigma, errors), raw_deviation
+
+
+def _rmse(predicted: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((predicted - reference) ** 2)))
 
 
 @dataclass
 class ValidateMaker(Maker):
-    """Score a committee on held-out labelled frames.
+    """Score the models on held-out labelled frames and calibrate their uncertainty.
 
     Parameters
     ----------
@@ -103,25 +138,37 @@ class ValidateMaker(Maker):
 
     @job
     def make(
-        self, models: list[ModelRecord], validation_file: str, iteration: int
+        self,
+        models: list[ModelRecord],
+        validation_file: str,
+        iteration: int,
+        model_dir: str | None = None,
     ) -> ValidationResult:
-        """Evaluate the committee on every frame of ``validation_file``."""
+        """Evaluate on every frame of ``validation_file``; write ``calibration.json``.
+
+        The calibration is saved in ``model_dir`` (default: the folder of the first
+        model file), so that the scale stays with the models it belongs to.
+        """
         with Meter("validate", self.name, self.energy_model) as meter:
             frames = read_frames(validation_file)
-            calc = CommitteeCalculator(
-                [ModelRecord.model_validate(m).verified_path() for m in models]
-            )
-            committee, members, deviation = validate_committee(calc, frames)
+            records = [ModelRecord.model_validate(m) for m in models]
+            calc = make_estimator(records)
+            metrics, members, calibration, raw_deviation = validate_estimator(calc, frames)
+            deviation = calibration.scale * float(np.mean(raw_deviation))
+        save_calibration(calibration, Path(model_dir or Path(records[0].path).parent))
         progress.report(
             iteration,
             "validate",
-            f"held-out force RMSE {committee.force_rmse * 1000:.0f} meV/Å, energy RMSE "
-            f"{committee.energy_rmse_per_atom * 1000:.1f} meV/atom ({committee.n_frames} frames)",
+            f"held-out force RMSE {metrics.force_rmse * 1000:.0f} meV/Å, energy RMSE "
+            f"{metrics.energy_rmse_per_atom * 1000:.1f} meV/atom ({metrics.n_frames} frames); "
+            f"uncertainty scale {calibration.scale:.2f} (ENCE {calibration.ence_raw:.2f} → "
+            f"{calibration.ence_calibrated:.2f})",
         )
         return ValidationResult(
             iteration=iteration,
-            committee=committee,
+            committee=metrics,
             member_force_rmse=members,
             mean_force_deviation=deviation,
+            calibration=calibration,
             compute=meter.record,
         )

@@ -1,7 +1,8 @@
-"""Exploration by Langevin molecular dynamics on the committee's mean forces.
+"""Exploration by Langevin molecular dynamics on the models' mean forces.
 
-A run records a frame every ``record_every`` steps together with the committee's max
-force deviation, and stops early when that deviation exceeds ``hi`` (the model is
+A run records a frame every ``record_every`` steps together with its calibrated max
+force uncertainty (computed only at those steps for estimators where it costs
+extra), and stops early when that deviation exceeds ``hi`` (the model is
 lost there; what follows would be unphysical) or when the structure breaks
 (non-finite numbers, atoms collapsing onto each other).
 """
@@ -19,7 +20,8 @@ from alflow.accounting import ComputeRecord, EnergyModel, Meter
 from alflow.config import ExploreConfig
 from alflow.frames import Frame, Provenance
 from alflow.train.records import ModelRecord
-from alflow.uncertainty.committee import CommitteeCalculator
+from alflow.uncertainty import make_estimator
+from alflow.uncertainty.base import UncertaintyCalculator, force_deviation
 
 #: Two atoms closer than this (Å) mean the dynamics has broken down.
 MIN_DISTANCE = 0.5
@@ -72,6 +74,7 @@ class LangevinMDMaker(Maker):
         structure_index: int,
         temperature_K: float,
         seed: int,
+        scale: float = 1.0,
     ) -> ExploreResult:
         """Run one MD trajectory.
 
@@ -91,10 +94,12 @@ class LangevinMDMaker(Maker):
             Thermostat temperature.
         seed
             Seed for initial velocities and the Langevin noise.
+        scale
+            Calibration factor of the models' force uncertainty.
         """
         run_id = f"it{iteration:03d}-run{run:02d}"
         with Meter("explore", self.name, self.energy_model) as meter:
-            calc = CommitteeCalculator([m.verified_path() for m in models])
+            calc = make_estimator(models, scale=scale)
             result = run_langevin(
                 calc,
                 structure,
@@ -111,7 +116,7 @@ class LangevinMDMaker(Maker):
 
 
 def run_langevin(
-    calc: CommitteeCalculator,
+    calc: UncertaintyCalculator,
     structure: Frame,
     settings: ExploreConfig,
     temperature_K: float,
@@ -159,7 +164,7 @@ def run_langevin(
         stop_reason = broken_structure(atoms)
         if stop_reason is not None:
             break  # a broken frame is neither recorded nor worth a label
-        deviation = float(calc.results["force_deviation"])
+        deviation = force_deviation(calc, atoms)
         deviations.append(deviation)
         snapshot = atoms.copy()
         snapshot.set_constraint()

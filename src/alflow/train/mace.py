@@ -14,19 +14,24 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from jobflow import JobConfig, Maker, job
 
 from alflow import progress
 from alflow.accounting import EnergyModel, Meter
 from alflow.config import MACEConfig
 from alflow.dataset import job_dataset
-from alflow.frames import Frame, write_extxyz
+from alflow.frames import Frame, read_frames, write_extxyz
 from alflow.train.records import ModelRecord, dataset_hash, file_sha256
+
+#: Replay frames for multihead fine-tuning, in the training work folder.
+REPLAY_FILE = "replay.xyz"
 
 _EPOCH = re.compile(r"Epoch (\d+):.*RMSE_F=\s*([\d.]+)")
 
@@ -36,8 +41,52 @@ class TrainingError(RuntimeError):
 
 
 @dataclass
+class StartPoint:
+    """Where a training run starts and how long it runs (see :func:`plan_start`)."""
+
+    mode: str
+    model: Path | None
+    parent_sha256: str | None
+    epochs: int
+    lr: float
+
+
+def plan_start(
+    settings: MACEConfig, iteration: int, member: int, previous: list[ModelRecord]
+) -> StartPoint:
+    """Decide how member ``member`` of ``iteration`` starts (pure).
+
+    Warm start (when ``warm_start_epochs`` is set and a previous model exists)
+    continues from the previous iteration's weights of the same member, for fewer
+    epochs at half the learning rate. Otherwise a foundation model is fine-tuned
+    when one is configured, else training starts from scratch.
+    """
+    if settings.warm_start_epochs is not None and iteration >= 1 and previous:
+        parent = previous[member % len(previous)]
+        model = Path(parent.backbone or parent.path)
+        sha = file_sha256(model) if parent.backbone else parent.sha256
+        return StartPoint("warm", model, sha, settings.warm_start_epochs, settings.lr / 2)
+    if settings.foundation is not None:
+        path = Path(settings.foundation.path)
+        return StartPoint(
+            settings.foundation.mode, path, file_sha256(path), settings.epochs, settings.lr
+        )
+    return StartPoint("scratch", None, None, settings.epochs, settings.lr)
+
+
+def bootstrap_resample(frames: list[Frame], seed: int) -> list[Frame]:
+    """A bootstrap resample: as many frames, drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    return [frames[i] for i in rng.integers(0, len(frames), len(frames))]
+
+
+@dataclass
 class MACETrainMaker(Maker):
-    """Train one MACE committee member on the campaign's labelled frames.
+    """Train one MACE model on the campaign's labelled frames.
+
+    With ``settings.uncertainty == "committee"`` this is one committee member; with
+    ``"shallow"`` the model's last layer then receives a shallow ensemble fitted on
+    the same frames.
 
     Parameters
     ----------
@@ -62,6 +111,7 @@ class MACETrainMaker(Maker):
         seed: int,
         model_dir: str,
         after: Any = None,
+        previous: list[ModelRecord] | None = None,
     ) -> ModelRecord:
         """Train member ``member`` of iteration ``iteration``.
 
@@ -80,9 +130,17 @@ class MACETrainMaker(Maker):
         after
             Outputs of the jobs that must finish first (the iteration's labels);
             passing them makes every workflow manager order the jobs.
+        previous
+            The previous iteration's models, for a warm start.
         """
         frames = job_dataset(campaign).frames(max_iteration=iteration)
-        progress.report(iteration, "train", f"member {member}: {len(frames)} frames", member, None)
+        previous = [ModelRecord.model_validate(m) for m in previous or []]
+        start = plan_start(self.settings, iteration, member, previous)
+        if self.settings.bootstrap and self.settings.uncertainty == "committee":
+            frames = bootstrap_resample(frames, seed)
+        progress.report(
+            iteration, "train", f"member {member}: {len(frames)} frames ({start.mode})", member
+        )
         with Meter("train", self.name, self.energy_model) as meter:
             record = train_mace(
                 frames,
@@ -95,12 +153,44 @@ class MACETrainMaker(Maker):
                     "train",
                     f"member {member} epoch {epoch}, valid force RMSE {rmse_f:.0f} meV/Å",
                     epoch,
-                    self.settings.epochs,
+                    start.epochs,
                 ),
+                start=start,
             )
+            if self.settings.uncertainty == "shallow":
+                record = add_shallow_ensemble(record, frames, self.settings, seed)
         return record.model_copy(
             update={"iteration": iteration, "member": member, "compute": meter.record}
         )
+
+
+def add_shallow_ensemble(
+    record: ModelRecord, frames: list[Frame], settings: MACEConfig, seed: int
+) -> ModelRecord:
+    """Fit a shallow ensemble on a trained model; the record then points to it."""
+    from alflow.train.shallow import build_shallow_model
+
+    backbone = Path(record.path)
+    target = backbone.with_name(backbone.stem + ".shallow.model")
+    fit = build_shallow_model(
+        backbone,
+        frames,
+        target,
+        settings.shallow_members,
+        seed,
+        settings.shallow_steps,
+        settings.dtype,
+    )
+    return record.model_copy(
+        update={
+            "path": str(target.resolve()),
+            "sha256": file_sha256(target),
+            "kind": "mace-shallow",
+            "backbone": str(backbone),
+            "architecture": {**record.architecture, "shallow_members": settings.shallow_members},
+            "metrics": {**record.metrics, **{f"shallow_{k}": v for k, v in fit.items()}},
+        }
+    )
 
 
 def mace_arguments(
@@ -110,9 +200,13 @@ def mace_arguments(
     name: str,
     seed: int,
     n_frames: int,
+    start: StartPoint | None = None,
 ) -> list[str]:
     """Command-line arguments for ``mace.cli.run_train``."""
+    start = start or StartPoint("scratch", None, None, settings.epochs, settings.lr)
     e0s = settings.e0s if isinstance(settings.e0s, str) else json.dumps(settings.e0s)
+    if start.mode == "multihead" and e0s == "average":
+        e0s = "foundation"  # mace-torch refuses averaged E0s for multihead fine-tuning
     batch = max(1, min(settings.batch_size, int(n_frames * (1 - settings.valid_fraction))))
     args = [
         f"--name={name}",
@@ -126,10 +220,10 @@ def mace_arguments(
         f"--r_max={settings.r_max}",
         f"--num_interactions={settings.num_interactions}",
         f"--correlation={settings.correlation}",
-        f"--max_num_epochs={settings.epochs}",
+        f"--max_num_epochs={start.epochs}",
         f"--batch_size={batch}",
         f"--valid_batch_size={batch}",
-        f"--lr={settings.lr}",
+        f"--lr={start.lr}",
         f"--energy_weight={settings.energy_weight}",
         f"--forces_weight={settings.forces_weight}",
         "--energy_key=REF_energy",
@@ -141,11 +235,23 @@ def mace_arguments(
         "--plot=False",
         "--num_workers=0",
     ]
+    if start.model is not None:
+        args += [f"--foundation_model={start.model}"]
+        if start.mode == "multihead":
+            assert settings.foundation is not None and settings.foundation.replay_file
+            args += [
+                "--multiheads_finetuning=True",
+                f"--pt_train_file={work_dir / REPLAY_FILE}",
+                f"--num_samples_pt={settings.foundation.replay_samples}",
+                "--force_mh_ft_lr=True",  # keep the configured learning rate
+            ]
+        else:
+            args += ["--multiheads_finetuning=False"]
     if settings.stage_two_from is not None:
-        start = max(1, round(settings.epochs * settings.stage_two_from))
+        stage_two = max(1, round(start.epochs * settings.stage_two_from))
         args += [
             "--swa",
-            f"--start_swa={start}",
+            f"--start_swa={stage_two}",
             f"--swa_energy_weight={settings.stage_two_energy_weight}",
             f"--swa_forces_weight={settings.forces_weight}",
         ]
@@ -161,6 +267,7 @@ def train_mace(
     name: str,
     seed: int,
     on_epoch: Any = None,
+    start: StartPoint | None = None,
 ) -> ModelRecord:
     """Train one MACE model and return its record (without compute).
 
@@ -178,6 +285,8 @@ def train_mace(
         Random seed.
     on_epoch
         Called as ``on_epoch(epoch, valid_force_rmse_meV_per_A)`` while training.
+    start
+        Where training starts (default: from scratch, ``settings.epochs``).
 
     Raises
     ------
@@ -202,10 +311,20 @@ def train_mace(
             "REF_stress",
             with_provenance=False,
         )
-        args = mace_arguments(settings, train_file, work, name, seed, len(frames))
+        start = start or StartPoint("scratch", None, None, settings.epochs, settings.lr)
+        if start.mode == "multihead":
+            assert settings.foundation is not None and settings.foundation.replay_file
+            replay = read_frames(settings.foundation.replay_file)
+            write_extxyz(
+                replay, work / REPLAY_FILE, "REF_energy", "REF_forces", "REF_stress", False
+            )
+        args = mace_arguments(settings, train_file, work, name, seed, len(frames), start)
         _run_mace(args, work, model_dir / f"{name}.log", settings.threads, on_epoch)
         target = model_dir / f"{name}.model"
-        shutil.copyfile(final_model(work, name), target)
+        if start.mode == "multihead":
+            save_without_replay_head(final_model(work, name), target)
+        else:
+            shutil.copyfile(final_model(work, name), target)
         metrics = _final_metrics(work / "results")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -213,7 +332,9 @@ def train_mace(
         path=str(target.resolve()),
         sha256=file_sha256(target),
         kind="mace",
-        architecture=architecture(settings),
+        architecture=model_architecture(target),
+        start=start.mode,
+        parent_sha256=start.parent_sha256,
         iteration=0,
         seed=seed,
         n_train_frames=len(frames),
@@ -233,17 +354,44 @@ def final_model(work: Path, name: str) -> Path:
     return stage_two if stage_two.is_file() else work / f"{name}.model"
 
 
-def architecture(settings: MACEConfig) -> dict[str, Any]:
-    """The hyper-parameters that define the network."""
-    keys = (
-        "r_max",
-        "num_channels",
-        "max_L",
-        "num_interactions",
-        "correlation",
-        "dtype",
-    )
-    return {"model": "MACE", **{k: getattr(settings, k) for k in keys}}
+def model_architecture(path: Path) -> dict[str, Any]:
+    """The hyper-parameters of a trained MACE model, read from the model itself.
+
+    Read from the file rather than the settings because fine-tuned and warm-started
+    models keep the architecture of the model they started from.
+    """
+    import torch
+    from ase.data import chemical_symbols
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weights_only.*")
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    return {
+        "model": type(model).__name__,
+        "r_max": float(model.r_max),
+        "num_interactions": len(model.interactions),
+        "hidden_irreps": str(model.products[0].linear.irreps_out),
+        "elements": [chemical_symbols[int(z)] for z in model.atomic_numbers],
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+    }
+
+
+def save_without_replay_head(source: Path, target: Path) -> None:
+    """Save a multihead fine-tuned model with only the new head.
+
+    The replay head only served to keep the foundation's knowledge during
+    training; a single-head model is what MD and the estimators expect.
+    """
+    import torch
+    from mace.tools.scripts_utils import remove_pt_head
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weights_only.*")
+        model = torch.load(source, map_location="cpu", weights_only=False)
+    if len(getattr(model, "heads", [])) > 1:
+        model = remove_pt_head(model)
+    torch.save(model, target)
 
 
 def _run_mace(args: list[str], work: Path, log_path: Path, threads: int, on_epoch: Any) -> None:

@@ -21,6 +21,14 @@ class ModelRecord(BaseModel):
     parent_sha256: str | None = Field(
         None, description="sha256 of the model this one started from, if any."
     )
+    start: str = Field(
+        "scratch",
+        description="How training started: 'scratch', 'warm' (previous iteration's "
+        "weights), 'naive' or 'multihead' (fine-tuning a foundation model).",
+    )
+    backbone: str | None = Field(
+        None, description="Plain MACE model under a shallow ensemble (path), if any."
+    )
     iteration: int = Field(description="Iteration that trained it.")
     member: int = Field(0, description="Committee member index.")
     seed: int = Field(description="Random seed of the training run.")

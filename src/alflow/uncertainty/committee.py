@@ -14,10 +14,12 @@ drives MD and scores candidate frames in batch.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import all_changes
+
+from alflow.uncertainty.base import UncertaintyCalculator
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -52,13 +54,15 @@ def max_force_deviation(forces: np.ndarray) -> float:
     return float(per_atom_force_deviation(forces).max())
 
 
-class CommitteeCalculator(Calculator):
+class CommitteeCalculator(UncertaintyCalculator):
     """Mean and spread of a committee of MACE models.
 
     Parameters
     ----------
     model_paths
         Paths of the K ``.model`` files.
+    scale
+        Calibration factor for the force uncertainties.
     device
         Torch device.
     default_dtype
@@ -66,30 +70,23 @@ class CommitteeCalculator(Calculator):
 
     Notes
     -----
-    Besides ``energy`` and ``forces`` (committee means) the results hold
-    ``energy_std`` (eV), ``forces_std`` (per atom, eV/Å), ``force_deviation``
-    (frame maximum, eV/Å) and ``forces_committee`` (K, N, 3).
+    Every member runs at every call, so the uncertainty is always computed.
+    ``forces_committee`` (K, N, 3) holds the members' forces.
     """
 
-    implemented_properties: ClassVar[list[str]] = [
-        "energy",
-        "free_energy",
-        "forces",
-        "energy_std",
-        "forces_std",
-        "force_deviation",
-    ]
+    kind = "committee"
 
     def __init__(
         self,
         model_paths: Sequence[str | Path],
+        scale: float = 1.0,
         device: str = "cpu",
         default_dtype: str = "float64",
         **kwargs: Any,
     ) -> None:
         from mace.calculators import MACECalculator
 
-        super().__init__(**kwargs)
+        super().__init__(scale=scale, **kwargs)
         if len(model_paths) < 2:
             raise ValueError("a committee needs at least two model files")
         self.model_paths = [str(p) for p in model_paths]
@@ -116,37 +113,10 @@ class CommitteeCalculator(Calculator):
         self._mace.calculate(self.atoms, ["energy", "forces"], all_changes)
         members = np.asarray(self._mace.results["forces_comm"])
         energies = np.asarray(self._mace.results["energy_comm"])
-        per_atom = per_atom_force_deviation(members)
         self.results = {
             "energy": float(energies.mean()),
             "free_energy": float(energies.mean()),
             "forces": members.mean(axis=0),
-            "energy_std": float(energies.std()),
-            "forces_std": per_atom,
-            "force_deviation": float(per_atom.max()),
             "forces_committee": members,
         }
-
-
-def score_frames(calc: CommitteeCalculator, atoms_list: Sequence[Atoms]) -> dict[str, np.ndarray]:
-    """Committee predictions for many frames.
-
-    Returns
-    -------
-    dict
-        ``energy`` (F,), ``energy_std`` (F,), ``force_deviation`` (F,) and
-        ``forces`` (list of (N, 3) arrays, committee means).
-    """
-    energy, energy_std, deviation, forces = [], [], [], []
-    for atoms in atoms_list:
-        calc.calculate(atoms)
-        energy.append(calc.results["energy"])
-        energy_std.append(calc.results["energy_std"])
-        deviation.append(calc.results["force_deviation"])
-        forces.append(calc.results["forces"])
-    return {
-        "energy": np.asarray(energy),
-        "energy_std": np.asarray(energy_std),
-        "force_deviation": np.asarray(deviation),
-        "forces": forces,
-    }
+        self._store_uncertainty(float(energies.std()), per_atom_force_deviation(members))

@@ -1,0 +1,215 @@
+"""Fit the members of a shallow ensemble on a trained MACE backbone.
+
+The backbone (everything up to the hidden layer of the final readout) is trained
+as usual by mace-torch and then frozen. Each member m replaces the readout's output
+weights w0 by ``w0 + d_m``; its energy and forces are linear in ``d_m``:
+
+    E_m = E0 + s G · d_m,      F_m = F0 - s J^T d_m,
+
+with E0, F0 the backbone model's prediction, s the model's energy scale,
+``G = sum_i h_i`` the summed hidden features and ``J = dG/dr``. G and J are computed
+once per frame, after which the members are fitted jointly, in seconds, by
+minimising the Gaussian negative log-likelihood of the reference energies (per
+atom) and force components under the ensemble's mean and variance (Kellner &
+Ceriotti, 2024), so that the spread learns where the backbone errs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from alflow.uncertainty.shallow import (
+    attach_members,
+    energy_scale,
+    last_readout,
+    output_weights,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from alflow.frames import Frame
+
+#: Variance floors (eV²/atom², eV²/Å²) keep the likelihood finite.
+_ENERGY_FLOOR = 1e-10
+_FORCE_FLOOR = 1e-8
+
+
+@dataclass
+class LinearisedFrames:
+    """Everything the member fit needs, for all training frames at once.
+
+    Attributes
+    ----------
+    energy0, energy_ref
+        Backbone and reference energies per atom, shape (F,).
+    g
+        Summed hidden features per atom, shape (F, H), already times ``s``.
+    force0, force_ref
+        Backbone and reference forces of all atoms, shape (A, 3).
+    jac
+        Derivatives of G (times ``s``) for all atoms, shape (H, A, 3).
+    """
+
+    energy0: torch.Tensor
+    energy_ref: torch.Tensor
+    g: torch.Tensor
+    force0: torch.Tensor
+    force_ref: torch.Tensor
+    jac: torch.Tensor
+
+
+def load_mace(path: str | Path, dtype: str = "float64") -> Any:
+    """A MACE model and a calculator wrapping it (for graph construction)."""
+    from mace.calculators import MACECalculator
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weights_only.*")
+        calc = MACECalculator(model_paths=str(path), device="cpu", default_dtype=dtype)
+    return calc.models[0], calc
+
+
+def linearise(model_path: str | Path, frames: Sequence[Frame], dtype: str = "float64") -> Any:
+    """Backbone predictions, G and J for every frame (see module docstring)."""
+    model, calc = load_mace(model_path, dtype)
+    readout = last_readout(model)
+    scale = energy_scale(model)
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep_hidden(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
+        captured["hidden"] = readout.non_linearity(readout.linear_1(args[0]))
+
+    hook = readout.register_forward_hook(keep_hidden)
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("e0", "eref", "g", "f0", "fref", "j")}
+    try:
+        for frame in frames:
+            data = calc._atoms_to_batch(frame.to_atoms(with_labels=False)).to_dict()
+            out = model(data, training=False, compute_force=False)
+            g = captured["hidden"].sum(dim=0) * scale
+            outputs = torch.cat([out["interaction_energy"].reshape(1), g])
+            grads = torch.autograd.grad(
+                outputs,
+                data["positions"],
+                grad_outputs=torch.eye(outputs.shape[0], dtype=outputs.dtype),
+                is_grads_batched=True,
+            )[0]
+            n = frame.n_atoms
+            rows["e0"].append(out["energy"].detach().reshape(1) / n)
+            rows["eref"].append(torch.tensor([frame.energy / n], dtype=g.dtype))
+            rows["g"].append(g.detach().unsqueeze(0) / n)
+            rows["f0"].append(-grads[0].detach())
+            rows["fref"].append(torch.tensor(np.asarray(frame.forces), dtype=g.dtype))
+            rows["j"].append(grads[1:].detach())
+    finally:
+        hook.remove()
+    linear = LinearisedFrames(
+        energy0=torch.cat(rows["e0"]),
+        energy_ref=torch.cat(rows["eref"]),
+        g=torch.cat(rows["g"]),
+        force0=torch.cat(rows["f0"]),
+        force_ref=torch.cat(rows["fref"]),
+        jac=torch.cat(rows["j"], dim=1),
+    )
+    return model, output_weights(readout), linear
+
+
+def member_predictions(
+    linear: LinearisedFrames, offsets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energies per atom (M, F) and forces (M, A, 3) of members with weight offsets (H, M)."""
+    energies = linear.energy0.unsqueeze(0) + (linear.g @ offsets).T
+    forces = linear.force0.unsqueeze(0) - torch.einsum("hac,hm->mac", linear.jac, offsets)
+    return energies, forces
+
+
+def gaussian_nll(members: torch.Tensor, reference: torch.Tensor, floor: float) -> torch.Tensor:
+    """Mean Gaussian negative log-likelihood of ``reference`` under the members' spread."""
+    mean = members.mean(dim=0)
+    var = members.var(dim=0, unbiased=False) + floor
+    return 0.5 * (torch.log(var) + (reference - mean) ** 2 / var).mean()
+
+
+def fit_members(
+    linear: LinearisedFrames,
+    w0: torch.Tensor,
+    members: int,
+    seed: int,
+    steps: int = 200,
+    energy_weight: float = 1.0,
+    forces_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Fit M member weight vectors jointly by negative log-likelihood.
+
+    Returns
+    -------
+    tuple
+        Member weights (H, M) and fit metrics (final loss and the members' mean
+        training errors).
+    """
+    if members < 2:
+        raise ValueError("a shallow ensemble needs at least two members")
+    generator = torch.Generator().manual_seed(seed)
+    size = float(w0.pow(2).mean().sqrt())
+    offsets = torch.randn(w0.shape[0], members, generator=generator, dtype=w0.dtype)
+    offsets = (0.1 * size * offsets).requires_grad_(True)
+    # L-BFGS with a line search: the members' spread must grow by orders of magnitude
+    # for a poor backbone and be resolved finely for a good one; a fixed-step
+    # optimiser is unstable at one end or too slow at the other
+    optimiser = torch.optim.LBFGS(
+        [offsets],
+        lr=1.0,
+        max_iter=steps,
+        history_size=50,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-14,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        energies, forces = member_predictions(linear, offsets)
+        loss = energy_weight * gaussian_nll(
+            energies, linear.energy_ref, _ENERGY_FLOOR
+        ) + forces_weight * gaussian_nll(forces, linear.force_ref, _FORCE_FLOOR)
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    with torch.no_grad():
+        energies, forces = member_predictions(linear, offsets)
+        loss = energy_weight * gaussian_nll(
+            energies, linear.energy_ref, _ENERGY_FLOOR
+        ) + forces_weight * gaussian_nll(forces, linear.force_ref, _FORCE_FLOOR)
+        metrics = {
+            "nll": float(loss),
+            "train_rmse_e_per_atom": float(
+                (energies.mean(0) - linear.energy_ref).pow(2).mean().sqrt()
+            ),
+            "train_rmse_f": float((forces.mean(0) - linear.force_ref).pow(2).mean().sqrt()),
+        }
+    return (w0.unsqueeze(1) + offsets).detach(), metrics
+
+
+def build_shallow_model(
+    backbone_path: str | Path,
+    frames: Sequence[Frame],
+    target: Path,
+    members: int,
+    seed: int,
+    steps: int = 200,
+    dtype: str = "float64",
+) -> dict[str, float]:
+    """Fit members on ``frames`` and save the backbone with its ensemble to ``target``."""
+    model, w0, linear = linearise(backbone_path, frames, dtype)
+    weights, metrics = fit_members(linear, w0, members, seed, steps)
+    attach_members(model, weights)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    torch.save(model, target)
+    return metrics

@@ -1,0 +1,223 @@
+"""Trainers and estimators on real models: MACE (scratch, warm start, naive and
+multihead fine-tuning), shallow ensembles and GAP, trained here on 12 labelled
+ethanol frames so that the whole module runs in about a minute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase.io import write
+
+from alflow.config import FoundationConfig, GAPConfig, MACEConfig
+from alflow.frames import Frame, read_frames
+from alflow.train.foundation import FoundationModelError, check_coverage, inspect_foundation
+from alflow.train.gap import train_gap
+from alflow.train.mace import StartPoint, plan_start, train_mace
+from alflow.train.records import file_sha256
+from alflow.train.shallow import build_shallow_model, linearise, member_predictions
+from alflow.uncertainty import make_estimator
+from alflow.uncertainty.gap import GAPCalculator
+from alflow.uncertainty.shallow import ShallowEnsembleCalculator
+from alflow.validate import validate_estimator
+
+DATA = Path(__file__).resolve().parents[1] / "configs" / "data" / "ethanol_rmd17_test.xyz"
+TINY = {"num_channels": 8, "epochs": 4, "batch_size": 4, "committee": 2}
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[Frame]:
+    return read_frames(DATA)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def foundation(frames: list[Frame], workdir: Path):
+    """A small MACE model trained from scratch: the 'foundation' of the other tests."""
+    return train_mace(frames[:12], MACEConfig(**TINY), workdir, "foundation", seed=1)
+
+
+def test_scratch_record_describes_the_model(foundation, workdir: Path) -> None:
+    assert foundation.start == "scratch" and foundation.parent_sha256 is None
+    assert foundation.sha256 == file_sha256(workdir / "foundation.model")
+    assert sorted(foundation.architecture["elements"]) == ["C", "H", "O"]
+    assert foundation.architecture["hidden_irreps"] == "8x0e"
+    assert foundation.metrics["rmse_f"] > 0
+
+
+def test_plan_start_prefers_warm_start_then_foundation(foundation) -> None:
+    warm = MACEConfig(**TINY, warm_start_epochs=2)
+    start = plan_start(warm, iteration=1, member=3, previous=[foundation, foundation])
+    assert (start.mode, start.epochs, start.lr) == ("warm", 2, warm.lr / 2)
+    assert start.parent_sha256 == foundation.sha256
+    # iteration 0 has nothing to continue from
+    assert plan_start(warm, 0, 0, []).mode == "scratch"
+    tuned = MACEConfig(**TINY, foundation=FoundationConfig(path=Path(foundation.path)))
+    start = plan_start(tuned, iteration=0, member=0, previous=[])
+    assert (start.mode, start.model) == ("naive", Path(foundation.path))
+    assert plan_start(MACEConfig(**TINY), 2, 0, [foundation]).mode == "scratch"
+
+
+def test_warm_start_continues_from_previous_weights(frames, foundation, workdir) -> None:
+    settings = MACEConfig(**TINY, warm_start_epochs=1)
+    start = plan_start(settings, iteration=1, member=0, previous=[foundation])
+    record = train_mace(frames[:16], settings, workdir, "warm", seed=2, start=start)
+    assert record.start == "warm" and record.parent_sha256 == foundation.sha256
+    assert record.n_train_frames == 16
+    # one epoch from the trained weights is already far better than from scratch
+    scratch = train_mace(frames[:16], MACEConfig(**{**TINY, "epochs": 1}), workdir, "cold", seed=2)
+    assert record.metrics["rmse_f"] < scratch.metrics["rmse_f"]
+
+
+def test_naive_fine_tuning_keeps_the_foundation_architecture(frames, foundation, workdir):
+    # the settings ask for 16 channels; fine-tuning must keep the foundation's 8
+    settings = MACEConfig(
+        **{**TINY, "num_channels": 16, "epochs": 2},
+        foundation=FoundationConfig(path=Path(foundation.path)),
+    )
+    start = plan_start(settings, 0, 0, [])
+    record = train_mace(frames[12:20], settings, workdir, "naive", seed=3, start=start)
+    assert record.start == "naive" and record.parent_sha256 == foundation.sha256
+    assert record.architecture["hidden_irreps"] == "8x0e"
+    assert record.sha256 != foundation.sha256
+
+
+def test_multihead_fine_tuning_replays_and_drops_the_replay_head(frames, foundation, workdir):
+    replay = workdir / "replay.xyz"
+    write(replay, [f.to_atoms() for f in frames[:12]])
+    settings = MACEConfig(
+        **{**TINY, "epochs": 2},
+        foundation=FoundationConfig(
+            path=Path(foundation.path), mode="multihead", replay_file=replay, replay_samples=12
+        ),
+    )
+    start = plan_start(settings, 0, 0, [])
+    record = train_mace(frames[12:20], settings, workdir, "multihead", seed=4, start=start)
+    assert record.start == "multihead"
+    log = (workdir / "multihead.log").read_text()
+    assert "pt_head" in log  # mace-torch trained with the replay head
+    model = torch.load(record.path, weights_only=False)
+    assert len(model.heads) == 1  # ... which is gone from the saved model
+    calc = make_estimator([record, record.model_copy(update={"member": 1})])
+    atoms = frames[20].to_atoms(with_labels=False)
+    atoms.calc = calc
+    assert np.isfinite(atoms.get_potential_energy())
+
+
+def test_foundation_errors_are_clear(tmp_path: Path, foundation) -> None:
+    with pytest.raises(FoundationModelError, match="not found"):
+        inspect_foundation(tmp_path / "mace-mp-0.model")
+    garbage = tmp_path / "garbage.model"
+    garbage.write_text("not a model")
+    with pytest.raises(FoundationModelError, match="cannot be loaded by torch"):
+        inspect_foundation(garbage)
+    weights = tmp_path / "weights.model"
+    torch.save({"w": torch.zeros(3)}, weights)
+    with pytest.raises(FoundationModelError, match="is a dict, not a MACE model"):
+        inspect_foundation(weights)
+    info = inspect_foundation(foundation.path)
+    assert sorted(info.elements) == ["C", "H", "O"] and info.r_max == 4.0
+    with pytest.raises(FoundationModelError, match="contain Cu, Zn, which the foundation"):
+        check_coverage(info, {"C", "Cu", "Zn"}, "the starting structures")
+
+
+def test_shallow_members_match_their_linearisation(frames, foundation, workdir) -> None:
+    target = workdir / "shallow.model"
+    fit = build_shallow_model(foundation.path, frames[:12], target, members=4, seed=0, steps=30)
+    assert np.isfinite(fit["nll"])
+    calc = ShallowEnsembleCalculator(target)
+    atoms = frames[22].to_atoms(with_labels=False)
+    calc.calculate(atoms, ["energy", "forces"])
+    assert "force_deviation" not in calc.results  # no extra cost unless asked for
+    calc.calculate(atoms, ["energy", "forces", "force_deviation"])
+    # the batched backward pass gives exactly the linearised member predictions
+    _, w0, linear = linearise(foundation.path, [frames[22]])
+    weights = calc.readout.weights.detach()
+    energies, forces = member_predictions(linear, weights - w0[:, None])
+    n = frames[22].n_atoms
+    assert np.allclose(calc.results["energy_members"], energies[:, 0].numpy() * n, atol=1e-6)
+    assert np.allclose(calc.results["forces_members"], forces.numpy(), atol=1e-6)
+    assert np.allclose(calc.results["forces"], forces.numpy().mean(axis=0), atol=1e-6)
+    assert calc.results["force_deviation"] > 0
+
+
+def test_shallow_member_forces_are_energy_derivatives(foundation, workdir, frames) -> None:
+    calc = ShallowEnsembleCalculator(workdir / "shallow.model")
+    atoms = frames[23].to_atoms(with_labels=False)
+    calc.calculate(atoms, ["energy", "forces", "force_deviation"])
+    force = calc.results["forces_members"][:, 2, 0]
+    h = 1e-4
+    energies = []
+    for sign in (1, -1):
+        moved = atoms.copy()
+        moved.positions[2, 0] += sign * h
+        calc.calculate(moved, ["energy", "forces", "force_deviation"])
+        energies.append(calc.results["energy_members"])
+    assert np.allclose(force, -(energies[0] - energies[1]) / (2 * h), atol=1e-4)
+
+
+def test_nll_fit_matches_spread_to_training_residuals(frames, foundation) -> None:
+    from alflow.train.shallow import fit_members
+
+    _, w0, linear = linearise(foundation.path, frames[:12])
+    weights, _ = fit_members(linear, w0, members=8, seed=0, steps=200)
+    _, forces = member_predictions(linear, weights - w0[:, None])
+    variance = float(forces.var(dim=0, unbiased=False).mean())
+    residual = float((forces.mean(dim=0) - linear.force_ref).pow(2).mean())
+    # at the likelihood optimum the predicted variance tracks the squared error
+    assert 0.2 < variance / residual < 5
+
+
+def test_validation_calibrates_the_shallow_ensemble(frames, foundation, workdir) -> None:
+    record = foundation.model_copy(
+        update={
+            "kind": "mace-shallow",
+            "path": str(workdir / "shallow.model"),
+            "sha256": file_sha256(workdir / "shallow.model"),
+        }
+    )
+    calc = make_estimator([record])
+    metrics, members, calibration, raw = validate_estimator(calc, frames[20:])
+    assert len(members) == 4 and metrics.n_frames == 5 and len(raw) == 5
+    assert calibration.scale > 0 and calibration.n_atoms == 45
+    assert calibration.ence_calibrated <= calibration.ence_raw + 1e-9 or calibration.scale == 1
+
+
+def test_gap_variance_grows_away_from_the_data(frames, workdir) -> None:
+    settings = GAPConfig(model="gap", soap_n_sparse=40, two_body_n_sparse=10)
+    record = train_gap(frames[:12], settings, workdir, "gap", seed=0)
+    assert record.kind == "gap" and Path(record.path).name == "gap.xml"
+    assert not list(Path(record.path).parent.glob("train.xyz*"))  # no stray inputs left
+    calc = make_estimator([record])
+    assert isinstance(calc, GAPCalculator)
+    seen = frames[0].to_atoms(with_labels=False)
+    calc.calculate(seen, ["energy", "forces"])
+    assert "force_deviation" not in calc.results
+    assert abs(calc.results["energy"] - frames[0].energy) / 9 < 0.05
+    calc.calculate(seen, ["energy", "forces", "force_deviation"])
+    near = calc.results["force_deviation"]
+    far = seen.copy()
+    far.rattle(0.25, seed=1)
+    calc.calculate(far, ["energy", "forces", "force_deviation"])
+    assert calc.results["force_deviation"] > 2 * near
+
+
+def test_make_estimator_rejects_mixed_or_wrong_counts(foundation, workdir) -> None:
+    gap = foundation.model_copy(update={"kind": "gap"})
+    with pytest.raises(ValueError, match="one kind"):
+        make_estimator([foundation, gap])
+    with pytest.raises(ValueError, match="takes one model"):
+        make_estimator([gap, gap])
+    with pytest.raises(ValueError, match="at least two"):
+        make_estimator([foundation])
+
+
+def test_start_point_defaults_to_scratch() -> None:
+    start = StartPoint("scratch", None, None, 5, 0.01)
+    assert start.model is None
