@@ -221,3 +221,11 @@ def test_make_estimator_rejects_mixed_or_wrong_counts(foundation, workdir) -> No
 def test_start_point_defaults_to_scratch() -> None:
     start = StartPoint("scratch", None, None, 5, 0.01)
     assert start.model is None
+
+
+def test_training_into_a_relative_folder(frames, tmp_path, monkeypatch) -> None:
+    # mace-torch runs inside the work folder; a relative model_dir must still work
+    monkeypatch.chdir(tmp_path)
+    settings = MACEConfig(num_channels=4, epochs=1, batch_size=2)
+    record = train_mace(frames[:6], settings, Path("models"), "relative", seed=0)
+    assert Path(record.path).is_absolute() and Path(record.path).is_file()

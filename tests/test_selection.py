@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from alflow.select.fps import farthest_point_sampling
-from alflow.select.policy import select_candidates, selection_cap
+from alflow.select.policy import select_frames, selection_cap
 from alflow.select.window import WindowCounts, count_window, in_window
 
 
@@ -47,34 +47,101 @@ def test_fps_stops_on_duplicates_of_reference():
     assert farthest_point_sampling(x, 5) == [0]
 
 
-def test_select_candidates_only_from_window_and_capped():
-    deviations = np.array([0.01, 0.1, 0.2, 0.3, 0.9, 0.15])
-    descriptors = np.arange(6, dtype=float)[:, None]
-    chosen = select_candidates(deviations, descriptors, 0.05, 0.5, cap=3)
-    assert len(chosen) == 3
-    assert set(chosen) <= {1, 2, 3, 5}
-    assert select_candidates(deviations, descriptors, 0.05, 0.5, cap=0) == []
-    assert sorted(select_candidates(deviations, descriptors, 0.05, 0.5, cap=10)) == [1, 2, 3, 5]
-
-
 def test_selection_cap_respects_budget():
     assert selection_cap(8, labels_used=0, max_labels=None) == 8
     assert selection_cap(8, labels_used=95, max_labels=100) == 5
     assert selection_cap(8, labels_used=120, max_labels=100) == 0
 
 
-def test_radial_fingerprint_is_invariant_and_discriminates():
-    from ase.build import molecule
+DEVIATIONS = np.array([0.01, 0.1, 0.2, 0.3, 0.9, 0.15, 0.02, 0.25])
+VECTORS = np.random.default_rng(0).normal(size=(8, 4))
 
-    from alflow.select.descriptors import radial_fingerprint
 
-    a = molecule("CH3CH2OH")
-    b = a.copy()
-    b.rotate(37, "x")
-    b.translate([1.0, -2.0, 0.5])
-    species = sorted(set(a.numbers))
-    fa, fb = radial_fingerprint(a, species), radial_fingerprint(b, species)
-    assert np.allclose(fa, fb)
-    c = a.copy()
-    c.positions[0] += [0.3, 0.0, 0.0]
-    assert np.linalg.norm(radial_fingerprint(c, species) - fa) > 1e-3
+def test_alflow_strategy_picks_from_window_with_reasons():
+    novelty = np.array([0.5, 0.4, 0.01, 0.3, 0.6, 0.2, 0.1, 0.35])
+    picks = select_frames("alflow", DEVIATIONS, VECTORS, 0.05, 0.5, cap=3, novelty=novelty)
+    assert len(picks) == 3 and [p.rank for p in picks] == [0, 1, 2]
+    assert {p.index for p in picks} <= {1, 2, 3, 5, 7}
+    assert "uncertainty" in picks[0].reason and "novelty" in picks[0].reason
+    # frames too close to the training set are not labelled
+    picks = select_frames(
+        "alflow", DEVIATIONS, VECTORS, 0.05, 0.5, cap=10, novelty=novelty, novelty_min=0.25
+    )
+    assert sorted(p.index for p in picks) == [1, 3, 7]
+    assert select_frames("alflow", DEVIATIONS, VECTORS, 0.05, 0.5, cap=0) == []
+
+
+def test_comparison_strategies():
+    ranked = select_frames("max-uncertainty", DEVIATIONS, VECTORS, 0.05, 0.5, cap=3)
+    assert [p.index for p in ranked] == [3, 7, 2]
+    first = select_frames("dpgen", DEVIATIONS, VECTORS, 0.05, 0.5, cap=3, seed=1)
+    again = select_frames("dpgen", DEVIATIONS, VECTORS, 0.05, 0.5, cap=3, seed=1)
+    assert first == again and {p.index for p in first} <= {1, 2, 3, 5, 7}
+    seeds = {
+        tuple(p.index for p in select_frames("dpgen", DEVIATIONS, VECTORS, 0.05, 0.5, 3, seed=s))
+        for s in range(10)
+    }
+    assert len(seeds) > 1  # really random
+    # SOAP-FPS ignores the uncertainty: it may pick frames outside the window
+    everything = select_frames("soap-fps", DEVIATIONS, VECTORS, 0.05, 0.5, cap=8)
+    assert sorted(p.index for p in everything) == list(range(8))
+    with pytest.raises(ValueError, match="unknown selection strategy"):
+        select_frames("random", DEVIATIONS, VECTORS, 0.05, 0.5, cap=3)
+
+
+def ethanol():
+    from pathlib import Path
+
+    from ase.io import read
+
+    return read(Path(__file__).resolve().parents[1] / "configs" / "data" / "ethanol.xyz")
+
+
+def test_soap_novelty_is_invariant_and_finds_new_environments():
+    from alflow.select.soap import SOAPDescriptor, frame_novelty
+
+    molecule = ethanol()
+    soap = SOAPDescriptor(molecule.numbers)
+    reference = soap.all_environments([molecule])
+    assert reference.dtype == np.float32
+    assert np.allclose(np.linalg.norm(reference, axis=1), 1.0, atol=1e-5)
+    moved = molecule.copy()
+    moved.rotate(67, "x", center="COM")
+    moved.translate([1.0, -2.0, 0.5])
+    shuffled = molecule[np.random.default_rng(0).permutation(len(molecule))]
+    stretched = molecule.copy()
+    stretched.set_distance(0, 1, 2.2, fix=0)  # break the C-C bond
+    rattled = molecule.copy()
+    rattled.rattle(0.05, seed=2)
+    envs = [
+        a
+        for chunk in soap.environments([molecule, moved, shuffled, rattled, stretched])
+        for a in chunk
+    ]
+    novelty = frame_novelty(envs, reference)
+    assert novelty[:3] == pytest.approx([0, 0, 0], abs=2e-3)
+    assert 2e-3 < novelty[3] < novelty[4]
+
+
+def test_soap_chunks_and_reference_reduction_agree_with_brute_force():
+    from alflow.select.soap import SOAPDescriptor, SOAPSettings, nearest_distance, reduce_reference
+
+    molecule = ethanol()
+    frames = []
+    for seed in range(7):
+        frame = molecule.copy()
+        frame.rattle(0.1, seed=seed)
+        frames.append(frame)
+    whole = SOAPDescriptor(molecule.numbers, SOAPSettings(chunk_frames=100)).all_environments(
+        frames
+    )
+    chunked = SOAPDescriptor(molecule.numbers, SOAPSettings(chunk_frames=2)).all_environments(
+        frames
+    )
+    assert np.allclose(whole, chunked, atol=1e-6)
+    reduced = reduce_reference(whole, 20)
+    assert reduced.shape == (20, whole.shape[1])
+    query = whole[:5] * 0.9 + whole[-5:] * 0.1
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    brute = np.sqrt(((query[:, None, :] - whole[None]) ** 2).sum(-1)).min(axis=1)
+    assert np.allclose(nearest_distance(query, whole), brute, atol=1e-3)

@@ -22,6 +22,7 @@ from pydantic import (
 
 from alflow.accounting import EnergyModel
 from alflow.label.registry import LabelSettings
+from alflow.select.soap import SOAPSettings
 
 
 def _resolve_file(value: Path, info: ValidationInfo) -> Path:
@@ -151,7 +152,14 @@ class MACEConfig(_Section):
         description="Train each committee member on a bootstrap resample of the data "
         "(drawn with replacement) instead of all of it.",
     )
-    shallow_members: int = Field(8, ge=2, le=64, description="Members of a shallow ensemble (M).")
+    shallow_members: int = Field(
+        4,
+        ge=2,
+        le=64,
+        description="Members of a shallow ensemble (M). Force uncertainties cost M-1 "
+        "extra gradients; on acetylacetone 4 rank frames as well as 8-32 "
+        "(benchmarks/uncertainty.py).",
+    )
     shallow_steps: int = Field(
         200, ge=1, description="L-BFGS iterations of the shallow-ensemble fit."
     )
@@ -274,6 +282,21 @@ class SelectConfig(_Section):
     lo: float = Field(0.05, ge=0, description="Deviation (eV/Å) below which a frame is trusted.")
     hi: float = Field(0.5, gt=0, description="Deviation (eV/Å) above which a frame is unphysical.")
     max_per_iteration: int = Field(8, ge=1, description="Labels per iteration, at most.")
+    strategy: Literal["alflow", "dpgen", "max-uncertainty", "soap-fps"] = Field(
+        "alflow",
+        description="'alflow': window, then SOAP novelty, then farthest-point sampling "
+        "seeded with the training set. For comparison: 'dpgen' (random in the window), "
+        "'max-uncertainty' (largest first in the window), 'soap-fps' (SOAP "
+        "farthest-point sampling only, no uncertainty).",
+    )
+    novelty_min: float = Field(
+        0.0,
+        ge=0,
+        le=2,
+        description="Frames whose most novel environment is closer than this to the "
+        "training set (unit-SOAP distance, 0..2) are not labelled.",
+    )
+    soap: SOAPSettings = Field(default_factory=SOAPSettings, description="SOAP settings.")
 
     @model_validator(mode="after")
     def _window(self) -> SelectConfig:

@@ -51,11 +51,16 @@ class Provenance(BaseModel):
     explorer_run: str | None = Field(None, description="Id of the MD run, if any.")
     step: int | None = Field(None, description="MD step at which it was recorded.")
     deviation: float | None = Field(
-        None, description="Committee max force deviation at selection (eV/Å)."
+        None, description="Calibrated max force uncertainty when recorded (eV/Å)."
     )
     selection_rank: int | None = Field(
         None, description="Position in the selected batch (0 = picked first)."
     )
+    novelty: float | None = Field(
+        None,
+        description="SOAP novelty at selection (distance to the nearest training environment).",
+    )
+    selection_reason: str | None = Field(None, description="Why the frame was selected.")
 
 
 class Frame(BaseModel):

@@ -14,9 +14,9 @@ from alflow.config import SelectConfig
 from alflow.dataset import job_dataset
 from alflow.explore.md import ExploreResult
 from alflow.frames import Frame
-from alflow.select.descriptors import fingerprints
-from alflow.select.policy import select_candidates, selection_cap
-from alflow.select.window import WindowCounts, count_window
+from alflow.select.policy import Pick, select_frames, selection_cap
+from alflow.select.soap import SOAPDescriptor, frame_novelty, reduce_reference
+from alflow.select.window import WindowCounts, count_window, in_window
 
 
 class SelectionSummary(BaseModel):
@@ -46,7 +46,7 @@ class SelectionResult(BaseModel):
 
 @dataclass
 class SelectMaker(Maker):
-    """Pick frames in the uncertainty window, diverse against the training set.
+    """Pick the frames worth labelling with the configured policy (see ``policy.py``).
 
     Parameters
     ----------
@@ -56,8 +56,6 @@ class SelectMaker(Maker):
         Window and cap.
     max_labels
         Label budget of the campaign (None: unlimited).
-    descriptor_cutoff
-        Cut-off (Å) of the fingerprint used for farthest-point sampling.
     energy_model
         Power model for the compute record.
     """
@@ -65,7 +63,6 @@ class SelectMaker(Maker):
     name: str = "select"
     settings: SelectConfig = field(default_factory=SelectConfig)
     max_labels: int | None = None
-    descriptor_cutoff: float = 5.0
     energy_model: EnergyModel = field(default_factory=EnergyModel)
 
     @job(data=["selected"], config=JobConfig(expose_store=True))
@@ -82,12 +79,20 @@ class SelectMaker(Maker):
             spent = dataset.labels_spent(max_iteration=iteration - 1)
             cap = selection_cap(self.settings.max_per_iteration, spent, self.max_labels)
             training = dataset.frames(max_iteration=iteration - 1)
-            chosen = self._choose(frames, deviations, training, cap)
+            picks = self._choose(frames, deviations, training, cap, iteration)
             selected = [
-                f.model_copy(
-                    update={"provenance": f.provenance.model_copy(update={"selection_rank": rank})}
+                frames[p.index].model_copy(
+                    update={
+                        "provenance": frames[p.index].provenance.model_copy(
+                            update={
+                                "selection_rank": p.rank,
+                                "novelty": p.novelty,
+                                "selection_reason": p.reason,
+                            }
+                        )
+                    }
                 )
-                for rank, f in enumerate(frames[i] for i in chosen)
+                for p in picks
             ]
         summary = SelectionSummary(
             iteration=iteration,
@@ -114,19 +119,50 @@ class SelectMaker(Maker):
         deviations: np.ndarray,
         training: list[Frame],
         cap: int,
-    ) -> list[int]:
-        if not frames:
+        iteration: int,
+    ) -> list[Pick]:
+        """Run the selection policy; SOAP only for the frames it can pick from."""
+        settings = self.settings
+        if not frames or cap <= 0:
+            return []
+        n = len(frames)
+        pool = (
+            np.arange(n)
+            if settings.strategy == "soap-fps"
+            else np.flatnonzero(in_window(deviations, settings.lo, settings.hi))
+        )
+        if len(pool) == 0:
             return []
         species = sorted({z for f in frames + training for z in f.numbers})
-        candidate_atoms = [f.to_atoms(with_labels=False) for f in frames]
-        x = fingerprints(candidate_atoms, species, self.descriptor_cutoff)
-        reference = (
-            fingerprints(
-                [f.to_atoms(with_labels=False) for f in training],
-                species,
-                self.descriptor_cutoff,
-            )
-            if training
-            else None
+        periodic = any(any(f.pbc) for f in frames)
+        soap = SOAPDescriptor(species, settings.soap, periodic)
+        candidates = [
+            a
+            for chunk in soap.environments([frames[i].to_atoms(False) for i in pool])
+            for a in chunk
+        ]
+        training_atoms = [f.to_atoms(with_labels=False) for f in training]
+        reference = reduce_reference(
+            soap.all_environments(training_atoms), settings.soap.reference_size
         )
-        return select_candidates(deviations, x, self.settings.lo, self.settings.hi, cap, reference)
+        novelty = frame_novelty(candidates, reference)
+        vectors = np.array([_unit(env.mean(axis=0)) for env in candidates])
+        training_vectors = soap.frame_vectors(training_atoms) if training else None
+        picks = select_frames(
+            settings.strategy,
+            deviations[pool],
+            vectors,
+            settings.lo,
+            settings.hi,
+            cap,
+            reference=training_vectors,
+            novelty=novelty,
+            novelty_min=settings.novelty_min,
+            seed=iteration,
+        )
+        return [Pick(int(pool[p.index]), p.rank, p.reason, float(novelty[p.index])) for p in picks]
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector

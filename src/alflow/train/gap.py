@@ -157,6 +157,7 @@ def train_gap(
     if len(frames) < 2:
         raise ValueError(f"GAP needs at least 2 labelled frames, got {len(frames)}")
     executable = gap_fit_executable()
+    model_dir = Path(model_dir).resolve()
     folder = model_dir / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

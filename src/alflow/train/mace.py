@@ -297,6 +297,7 @@ def train_mace(
     """
     if len(frames) < 2:
         raise ValueError(f"MACE needs at least 2 labelled frames, got {len(frames)}")
+    model_dir = Path(model_dir).resolve()  # mace-torch runs in the work folder
     model_dir.mkdir(parents=True, exist_ok=True)
     work = model_dir / f".{name}.work"
     shutil.rmtree(work, ignore_errors=True)

@@ -9,8 +9,9 @@ their forces is the uncertainty. The model integrates the members' mean.
 The members live in :class:`ShallowEnsembleReadout`, a drop-in replacement for
 mace-torch's ``NonLinearReadoutBlock``; :class:`ShallowEnsembleCalculator` evaluates
 a model that carries one. Forces of the members are the derivatives of the member
-energy offsets, obtained in a single batched backward pass, and only when an
-uncertainty is asked for: a plain MD step costs what one MACE model costs.
+energy offsets, obtained in a single batched backward pass over the r ≤ M-1
+principal directions of the members' spread, and only when an uncertainty is asked
+for: a plain MD step costs what one MACE model costs.
 Training of the members is in :mod:`alflow.train.shallow`.
 """
 
@@ -117,6 +118,19 @@ def energy_scale(model: torch.nn.Module) -> float:
     return float(torch.as_tensor(scale_shift.scale).reshape(-1)[0])
 
 
+def spread_basis(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Principal directions of the members' offsets from their mean.
+
+    With centred weights ``C = U S Vᵀ`` (rank r ≤ M-1), member m's offset is
+    ``C[:, m] = sum_k (U_k S_k) V[m, k]``. Returns ``U S`` (H, r) and ``V`` (M, r): the
+    r directions need one backward pass each instead of M.
+    """
+    centred = weights - weights.mean(dim=1, keepdim=True)
+    u, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    keep = s > s.max() * 1e-10 if s.numel() else s.bool()
+    return u[:, keep] * s[keep], vh[keep].T
+
+
 class ShallowEnsembleCalculator(UncertaintyCalculator):
     """Energy, forces and uncertainty from a MACE model with a shallow ensemble.
 
@@ -163,6 +177,7 @@ class ShallowEnsembleCalculator(UncertaintyCalculator):
         if not isinstance(self.readout, ShallowEnsembleReadout):
             raise ValueError(f"{model_path} carries no shallow ensemble")
         self.energy_scale = energy_scale(self.model)
+        self._directions, self._mixing = spread_basis(self.readout.weights.detach())
 
     @property
     def size(self) -> int:
@@ -183,10 +198,12 @@ class ShallowEnsembleCalculator(UncertaintyCalculator):
         out = self.model(data, training=False, compute_force=False)
         positions = data["positions"]
         energy = out["energy"]
-        deltas = self._member_offsets(data["batch"], int(energy.shape[0]))
-        outputs = torch.cat([out["interaction_energy"].reshape(1), deltas]) if want else None
         if want:
-            # one batched backward pass: mean forces and the M member offsets' forces
+            # one batched backward pass over the mean energy and the r ≤ M-1
+            # principal directions of the members' spread; the members' forces are
+            # exact combinations of those r gradients
+            components = self._spread_components()
+            outputs = torch.cat([out["interaction_energy"].reshape(1), components])
             grads = torch.autograd.grad(
                 outputs,
                 positions,
@@ -194,7 +211,9 @@ class ShallowEnsembleCalculator(UncertaintyCalculator):
                 is_grads_batched=True,
             )[0]
             forces = -grads[0]
-            member_forces = forces.unsqueeze(0) - grads[1:]
+            mixing = self._mixing
+            deltas = mixing @ components
+            member_forces = forces.unsqueeze(0) - torch.einsum("mk,kac->mac", mixing, grads[1:])
         else:
             forces = -torch.autograd.grad(out["interaction_energy"].sum(), positions)[0]
         e = float(energy.detach().reshape(-1)[0])
@@ -210,11 +229,8 @@ class ShallowEnsembleCalculator(UncertaintyCalculator):
             per_atom = np.sqrt(member_f.var(axis=0).sum(axis=-1))
             self._store_uncertainty(float(member_e.std()), per_atom)
 
-    def _member_offsets(self, batch: torch.Tensor, n_graphs: int) -> torch.Tensor:
-        """Member energies minus the mean energy, shape (M,), for a one-frame batch."""
-        del batch, n_graphs
+    def _spread_components(self) -> torch.Tensor:
+        """Energy along each principal direction of the members' spread, shape (r,)."""
         hidden = self.readout.hidden
         assert hidden is not None
-        weights = self.readout.weights
-        centred = weights - weights.mean(dim=1, keepdim=True)
-        return self.energy_scale * (hidden @ centred).sum(dim=0)
+        return self.energy_scale * (hidden @ self._directions).sum(dim=0)

@@ -1,0 +1,146 @@
+"""SOAP novelty: how unlike the training set a candidate's atomic environments are.
+
+Every atom of a candidate gets a SOAP vector (dscribe), normalised to unit length so
+that the distance between two environments, ``sqrt(2 - 2 cos)``, lies in [0, 2]
+whatever the system. A frame's novelty is that of its most novel environment: the
+largest, over its atoms, of the distance to the nearest training environment.
+
+Memory and time stay bounded for large candidate pools: SOAP is computed in chunks
+of frames in float32, and the training side is reduced to at most
+``reference_size`` environments by farthest-point sampling (the most distinct ones,
+so the nearest-neighbour distance is barely changed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from alflow.select.fps import farthest_point_sampling
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+
+class SOAPSettings(BaseModel):
+    """SOAP descriptor and novelty settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r_cut: float = Field(5.0, gt=1, description="Cut-off radius (Å).")
+    n_max: int = Field(6, ge=1, le=12, description="Radial basis functions.")
+    l_max: int = Field(4, ge=0, le=10, description="Maximum degree of spherical harmonics.")
+    sigma: float = Field(0.5, gt=0, description="Width of the atomic Gaussians (Å).")
+    reference_size: int = Field(
+        2000,
+        ge=1,
+        description="Training environments kept as the reference (farthest-point "
+        "sampled when there are more).",
+    )
+    chunk_frames: int = Field(512, ge=1, description="Frames per SOAP chunk.")
+
+
+class SOAPDescriptor:
+    """Normalised per-atom SOAP for a fixed list of species.
+
+    Parameters
+    ----------
+    species
+        Atomic numbers or symbols present anywhere in the data.
+    settings
+        Descriptor settings.
+    periodic
+        Whether the structures are periodic cells.
+    n_jobs
+        Processes dscribe may use.
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int | str],
+        settings: SOAPSettings | None = None,
+        periodic: bool = False,
+        n_jobs: int = 1,
+    ) -> None:
+        from dscribe.descriptors import SOAP
+
+        self.settings = settings or SOAPSettings()
+        self.species = sorted({_symbol(s) for s in species})
+        self.n_jobs = n_jobs
+        self._soap = SOAP(
+            species=self.species,
+            r_cut=self.settings.r_cut,
+            n_max=self.settings.n_max,
+            l_max=self.settings.l_max,
+            sigma=self.settings.sigma,
+            periodic=periodic,
+            sparse=False,
+            dtype="float32",
+        )
+
+    @property
+    def size(self) -> int:
+        """Length of one environment's vector."""
+        return int(self._soap.get_number_of_features())
+
+    def environments(self, atoms_list: Sequence[Atoms]) -> Iterator[list[np.ndarray]]:
+        """Unit-normalised float32 environments, one (N_i, D) array per frame, in chunks."""
+        step = self.settings.chunk_frames
+        for start in range(0, len(atoms_list), step):
+            chunk = list(atoms_list[start : start + step])
+            out = self._soap.create(chunk, n_jobs=self.n_jobs if len(chunk) > 1 else 1)
+            arrays = [out] if len(chunk) == 1 else list(out)
+            yield [_unit_rows(np.asarray(a, dtype=np.float32)) for a in arrays]
+
+    def all_environments(self, atoms_list: Sequence[Atoms]) -> np.ndarray:
+        """Every environment of every frame stacked, shape (sum N_i, D)."""
+        rows = [a for chunk in self.environments(atoms_list) for a in chunk]
+        return np.concatenate(rows) if rows else np.zeros((0, self.size), np.float32)
+
+    def frame_vectors(self, atoms_list: Sequence[Atoms]) -> np.ndarray:
+        """One unit vector per frame: the normalised mean of its environments."""
+        rows = [a.mean(axis=0) for chunk in self.environments(atoms_list) for a in chunk]
+        return _unit_rows(np.asarray(rows, dtype=np.float32)) if rows else np.zeros((0, self.size))
+
+
+def reduce_reference(environments: np.ndarray, size: int) -> np.ndarray:
+    """At most ``size`` environments, chosen by farthest-point sampling."""
+    if len(environments) <= size:
+        return environments
+    picks = farthest_point_sampling(environments, size)
+    return environments[picks]
+
+
+def nearest_distance(environments: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Distance of each (unit) environment to its nearest (unit) reference environment."""
+    if len(reference) == 0:
+        return np.full(len(environments), 2.0, dtype=np.float32)
+    best = np.full(len(environments), -1.0, dtype=np.float32)
+    for start in range(0, len(reference), 4096):  # bounded memory: (N, 4096) at a time
+        block = environments @ reference[start : start + 4096].T
+        best = np.maximum(best, block.max(axis=1))
+    return np.sqrt(np.clip(2.0 - 2.0 * best, 0.0, None))
+
+
+def frame_novelty(frames_environments: Sequence[np.ndarray], reference: np.ndarray) -> np.ndarray:
+    """Novelty of each frame: the largest nearest-reference distance of its atoms."""
+    if not frames_environments:
+        return np.zeros(0)
+    sizes = [len(a) for a in frames_environments]
+    distances = nearest_distance(np.concatenate(frames_environments), reference)
+    ends = np.cumsum(sizes)
+    return np.array([distances[e - n : e].max() for e, n in zip(ends, sizes, strict=True)])
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def _symbol(species: int | str) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[int(species)] if not isinstance(species, str) else species
