@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import run_metadata
 
 from alflow.accounting import Meter
 from alflow.config import GAPConfig, MACEConfig
@@ -267,18 +266,12 @@ def warm_vs_scratch(
 
 
 def metadata(args: argparse.Namespace) -> dict[str, Any]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
-    ).stdout.strip()
-    return {
-        "commit": commit,
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor()}",
-        "threads": args.threads,
-        "n_train": args.n_train,
-        "epochs": args.epochs,
-        "warm_epochs": args.warm_epochs,
-    }
+    return run_metadata(
+        threads=args.threads,
+        n_train=args.n_train,
+        epochs=args.epochs,
+        warm_epochs=args.warm_epochs,
+    )
 
 
 def plot(results: dict[str, Any], curves: dict[str, Any], path: Path) -> None:

@@ -32,7 +32,7 @@ from alflow.bootstrap import perturbed_copies
 from alflow.config import Campaign, GAPConfig
 from alflow.dataset import job_dataset
 from alflow.decide import decide
-from alflow.explore.md import LangevinMDMaker
+from alflow.explore.md import MDMaker
 from alflow.frames import Frame, LevelOfTheory, Provenance, read_frames
 from alflow.label.jobs import LabelMaker, LabelResult, label_all
 from alflow.select.jobs import SelectionSummary, SelectMaker
@@ -181,10 +181,9 @@ def bootstrap_flow(campaign: Campaign, state: CampaignState) -> Flow:
 
 def iteration_flow(campaign: Campaign, state: CampaignState, iteration: int) -> Flow:
     """Iteration i ≥ 1: explore, select, label, train, validate, advance."""
-    temperatures = campaign.explore.temperature_K
-    temperature = temperatures[min(iteration - 1, len(temperatures) - 1)]
+    temperature, pressure = campaign.explore.at_iteration(iteration)
     structures = starting_structures(campaign)
-    explorer = LangevinMDMaker(
+    explorer = MDMaker(
         settings=campaign.explore,
         hi=campaign.select.hi,
         energy_model=campaign.accounting,
@@ -201,6 +200,7 @@ def iteration_flow(campaign: Campaign, state: CampaignState, iteration: int) -> 
             temperature,
             seed=_seed(campaign, iteration, 1000 + run),
             scale=state.uncertainty_scale,
+            pressure_GPa=pressure,
         )
         md.name = f"explore {run + 1}/{campaign.explore.runs}"
         md_jobs.append(md)

@@ -255,7 +255,41 @@ TrainConfig = Annotated[
 
 
 class ExploreConfig(_Section):
-    """Langevin MD driven by the committee mean."""
+    """MD driven by the models' mean prediction."""
+
+    ensemble: Literal["nvt", "npt-mtk", "npt-berendsen"] = Field(
+        "nvt",
+        description="'nvt': Langevin. 'npt-mtk': ASE's MTK Nosé-Hoover chains (correct "
+        "NPT ensemble). 'npt-berendsen': Berendsen (robust; wrong fluctuations).",
+    )
+    pressure_GPa: Annotated[list[float], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: [0.0],
+        min_length=1,
+        description="Barostat pressure (GPa, NPT); a list gives one value per iteration "
+        "and the last one repeats.",
+    )
+    ramp_to_K: float | None = Field(
+        None,
+        ge=0,
+        description="Ramp the thermostat linearly within each run from the iteration's "
+        "temperature to this one (nvt and npt-berendsen).",
+    )
+    thermostat_fs: float = Field(100.0, gt=0, description="Thermostat time constant (fs, NPT).")
+    barostat_fs: float = Field(1000.0, gt=0, description="Barostat time constant (fs, NPT).")
+    compressibility_per_GPa: float = Field(
+        0.01, gt=0, description="Compressibility for the Berendsen barostat (1/GPa)."
+    )
+    patience: int = Field(
+        1,
+        ge=1,
+        description="Stop a run after this many recorded frames in a row above select.hi.",
+    )
+    max_volume_change: float = Field(
+        0.5,
+        gt=0,
+        description="Stop a run (cell exploding or collapsing) when the volume changed by "
+        "more than this fraction.",
+    )
 
     runs: int = Field(2, ge=1, description="MD runs per iteration (structures cycle).")
     steps: int = Field(400, ge=1, description="Maximum MD steps per run.")
@@ -273,7 +307,18 @@ class ExploreConfig(_Section):
     def _positive_temperatures(self) -> ExploreConfig:
         if any(t < 0 for t in self.temperature_K):
             raise ValueError("temperature_K must be ≥ 0 K")
+        if self.ramp_to_K is not None and self.ensemble == "npt-mtk":
+            raise ValueError(
+                "ramp_to_K works with nvt and npt-berendsen; ASE's MTK integrator keeps "
+                "a fixed temperature"
+            )
         return self
+
+    def at_iteration(self, iteration: int) -> tuple[float, float]:
+        """Temperature (K) and pressure (GPa) of the schedules for iteration ≥ 1."""
+        t = self.temperature_K[min(iteration - 1, len(self.temperature_K) - 1)]
+        p = self.pressure_GPa[min(iteration - 1, len(self.pressure_GPa) - 1)]
+        return t, p
 
 
 class SelectConfig(_Section):

@@ -15,7 +15,7 @@ from alflow.dataset import job_dataset
 from alflow.explore.md import ExploreResult
 from alflow.frames import Frame
 from alflow.select.policy import Pick, select_frames, selection_cap
-from alflow.select.soap import SOAPDescriptor, frame_novelty, reduce_reference
+from alflow.select.soap import SOAPDescriptor, score_candidates
 from alflow.select.window import WindowCounts, count_window, in_window
 
 
@@ -136,33 +136,24 @@ class SelectMaker(Maker):
         species = sorted({z for f in frames + training for z in f.numbers})
         periodic = any(any(f.pbc) for f in frames)
         soap = SOAPDescriptor(species, settings.soap, periodic)
-        candidates = [
-            a
-            for chunk in soap.environments([frames[i].to_atoms(False) for i in pool])
-            for a in chunk
-        ]
-        training_atoms = [f.to_atoms(with_labels=False) for f in training]
-        reference = reduce_reference(
-            soap.all_environments(training_atoms), settings.soap.reference_size
+        scores = score_candidates(
+            soap,
+            [frames[i].to_atoms(with_labels=False) for i in pool],
+            [f.to_atoms(with_labels=False) for f in training],
         )
-        novelty = frame_novelty(candidates, reference)
-        vectors = np.array([_unit(env.mean(axis=0)) for env in candidates])
-        training_vectors = soap.frame_vectors(training_atoms) if training else None
         picks = select_frames(
             settings.strategy,
             deviations[pool],
-            vectors,
+            scores.vectors,
             settings.lo,
             settings.hi,
             cap,
-            reference=training_vectors,
-            novelty=novelty,
+            reference=scores.training_vectors,
+            novelty=scores.novelty,
             novelty_min=settings.novelty_min,
             seed=iteration,
         )
-        return [Pick(int(pool[p.index]), p.rank, p.reason, float(novelty[p.index])) for p in picks]
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm > 0 else vector
+        return [
+            Pick(int(pool[p.index]), p.rank, p.reason, float(scores.novelty[p.index]))
+            for p in picks
+        ]

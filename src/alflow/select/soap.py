@@ -2,8 +2,9 @@
 
 Every atom of a candidate gets a SOAP vector (dscribe), normalised to unit length so
 that the distance between two environments, ``sqrt(2 - 2 cos)``, lies in [0, 2]
-whatever the system. A frame's novelty is that of its most novel environment: the
-largest, over its atoms, of the distance to the nearest training environment.
+whatever the system (in float32 it is resolved to about 1e-3). A frame's novelty is
+that of its most novel environment: the largest, over its atoms, of the distance to
+the nearest training environment.
 
 Memory and time stay bounded for large candidate pools: SOAP is computed in chunks
 of frames in float32, and the training side is reduced to at most
@@ -31,8 +32,10 @@ class SOAPSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     r_cut: float = Field(5.0, gt=1, description="Cut-off radius (Å).")
-    n_max: int = Field(6, ge=1, le=12, description="Radial basis functions.")
-    l_max: int = Field(4, ge=0, le=10, description="Maximum degree of spherical harmonics.")
+    # novelty needs to tell environments apart, not to fit energies: a coarse basis
+    # keeps SOAP of 100,000 frames of 64 atoms within minutes on 2 cores
+    n_max: int = Field(4, ge=1, le=12, description="Radial basis functions.")
+    l_max: int = Field(3, ge=0, le=10, description="Maximum degree of spherical harmonics.")
     sigma: float = Field(0.5, gt=0, description="Width of the atomic Gaussians (Å).")
     reference_size: int = Field(
         2000,
@@ -41,6 +44,7 @@ class SOAPSettings(BaseModel):
         "sampled when there are more).",
     )
     chunk_frames: int = Field(512, ge=1, description="Frames per SOAP chunk.")
+    n_jobs: int = Field(1, ge=1, description="Processes dscribe uses (cores of the job).")
 
 
 class SOAPDescriptor:
@@ -69,7 +73,7 @@ class SOAPDescriptor:
 
         self.settings = settings or SOAPSettings()
         self.species = sorted({_symbol(s) for s in species})
-        self.n_jobs = n_jobs
+        self.n_jobs = max(n_jobs, self.settings.n_jobs)
         self._soap = SOAP(
             species=self.species,
             r_cut=self.settings.r_cut,
@@ -133,6 +137,43 @@ def frame_novelty(frames_environments: Sequence[np.ndarray], reference: np.ndarr
     distances = nearest_distance(np.concatenate(frames_environments), reference)
     ends = np.cumsum(sizes)
     return np.array([distances[e - n : e].max() for e, n in zip(ends, sizes, strict=True)])
+
+
+class CandidateScores(BaseModel):
+    """What selection needs from SOAP, per candidate frame."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    novelty: np.ndarray = Field(description="Frame novelty (F,).")
+    vectors: np.ndarray = Field(description="Unit frame vectors (F, D), float32.")
+    training_vectors: np.ndarray | None = Field(description="Unit training frame vectors.")
+
+
+def score_candidates(
+    descriptor: SOAPDescriptor, candidates: Sequence[Atoms], training: Sequence[Atoms]
+) -> CandidateScores:
+    """Novelty and frame vectors of the candidates, streaming over chunks.
+
+    Only one chunk of per-atom environments is in memory at a time; what is kept is
+    one float per frame and one frame vector.
+    """
+    training_envs = [a for chunk in descriptor.environments(training) for a in chunk]
+    reference = reduce_reference(
+        np.concatenate(training_envs) if training_envs else np.zeros((0, descriptor.size)),
+        descriptor.settings.reference_size,
+    )
+    training_vectors = (
+        _unit_rows(np.stack([a.mean(axis=0) for a in training_envs])) if training_envs else None
+    )
+    novelty, vectors = [], []
+    for chunk in descriptor.environments(candidates):
+        novelty.append(frame_novelty(chunk, reference))
+        vectors.append(_unit_rows(np.stack([a.mean(axis=0) for a in chunk])))
+    return CandidateScores(
+        novelty=np.concatenate(novelty) if novelty else np.zeros(0),
+        vectors=np.concatenate(vectors) if vectors else np.zeros((0, descriptor.size)),
+        training_vectors=training_vectors,
+    )
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ class UncertaintyCalculator(Calculator):
         "energy",
         "free_energy",
         "forces",
+        "stress",
         *UNCERTAINTY_PROPERTIES,
     ]
 

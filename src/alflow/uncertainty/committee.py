@@ -119,4 +119,6 @@ class CommitteeCalculator(UncertaintyCalculator):
             "forces": members.mean(axis=0),
             "forces_committee": members,
         }
+        if self.atoms.pbc.all() and self._mace.results.get("stress") is not None:
+            self.results["stress"] = np.asarray(self._mace.results["stress"])  # for NPT
         self._store_uncertainty(float(energies.std()), per_atom_force_deviation(members))

@@ -65,13 +65,16 @@ class GAPCalculator(UncertaintyCalculator):
         want = self.wants_uncertainty(properties)
         pot = self._pot_variance if want else self._pot
         work = self.atoms.copy()
-        pot.calculate(work, ["energy", "forces"], all_changes)
+        wanted = ["energy", "forces"] + (["stress"] if work.pbc.all() else [])
+        pot.calculate(work, wanted, all_changes)
         energy = float(pot.results["energy"])
         self.results = {
             "energy": energy,
             "free_energy": energy,
             "forces": np.array(pot.results["forces"], dtype=float),
         }
+        if self.atoms.pbc.all() and "stress" in pot.results:
+            self.results["stress"] = np.array(pot.results["stress"], dtype=float)  # for NPT
         if want:
             variance = np.clip(
                 np.asarray(pot.extra_results["atoms"]["local_gap_variance"], dtype=float), 0, None
