@@ -15,7 +15,7 @@ so the nearest-neighbour distance is barely changed).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,7 +31,7 @@ class SOAPSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    r_cut: float = Field(5.0, gt=1, description="Cut-off radius (Å).")
+    r_cut: float = Field(4.5, gt=1, description="Cut-off radius (Å).")
     # novelty needs to tell environments apart, not to fit energies: a coarse basis
     # keeps SOAP of 100,000 frames of 64 atoms within minutes on 2 cores
     n_max: int = Field(4, ge=1, le=12, description="Radial basis functions.")
@@ -91,13 +91,32 @@ class SOAPDescriptor:
         return int(self._soap.get_number_of_features())
 
     def environments(self, atoms_list: Sequence[Atoms]) -> Iterator[list[np.ndarray]]:
-        """Unit-normalised float32 environments, one (N_i, D) array per frame, in chunks."""
+        """Unit-normalised float32 environments, one (N_i, D) array per frame, in chunks.
+
+        With ``n_jobs > 1`` chunks are computed by worker processes (dscribe's own
+        ``n_jobs`` gains little here because its workers restart for every call);
+        at most two chunks per worker are in flight, so memory stays bounded.
+        """
         step = self.settings.chunk_frames
-        for start in range(0, len(atoms_list), step):
-            chunk = list(atoms_list[start : start + step])
-            out = self._soap.create(chunk, n_jobs=self.n_jobs if len(chunk) > 1 else 1)
-            arrays = [out] if len(chunk) == 1 else list(out)
-            yield [_unit_rows(np.asarray(a, dtype=np.float32)) for a in arrays]
+        chunks = (list(atoms_list[i : i + step]) for i in range(0, len(atoms_list), step))
+        if self.n_jobs <= 1 or len(atoms_list) <= step:
+            for chunk in chunks:
+                yield _soap_chunk(self._soap, chunk)
+            return
+        import multiprocessing
+        from collections import deque
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the parent may hold torch/OpenMP threads
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(self.n_jobs, mp_context=context) as pool:
+            pending: deque[Any] = deque()
+            for chunk in chunks:
+                pending.append(pool.submit(_soap_chunk, self._soap, chunk))
+                if len(pending) >= 2 * self.n_jobs:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def all_environments(self, atoms_list: Sequence[Atoms]) -> np.ndarray:
         """Every environment of every frame stacked, shape (sum N_i, D)."""
@@ -122,10 +141,13 @@ def nearest_distance(environments: np.ndarray, reference: np.ndarray) -> np.ndar
     """Distance of each (unit) environment to its nearest (unit) reference environment."""
     if len(reference) == 0:
         return np.full(len(environments), 2.0, dtype=np.float32)
-    best = np.full(len(environments), -1.0, dtype=np.float32)
-    for start in range(0, len(reference), 4096):  # bounded memory: (N, 4096) at a time
-        block = environments @ reference[start : start + 4096].T
-        best = np.maximum(best, block.max(axis=1))
+    environments = np.asarray(environments, dtype=np.float32)
+    reference_t = np.ascontiguousarray(np.asarray(reference, dtype=np.float32).T)
+    best = np.empty(len(environments), dtype=np.float32)
+    # blocks of rows keep the (rows, R) similarity matrix small enough for the cache
+    for start in range(0, len(environments), 2048):
+        block = environments[start : start + 2048] @ reference_t
+        best[start : start + 2048] = block.max(axis=1)
     return np.sqrt(np.clip(2.0 - 2.0 * best, 0.0, None))
 
 
@@ -174,6 +196,13 @@ def score_candidates(
         vectors=np.concatenate(vectors) if vectors else np.zeros((0, descriptor.size)),
         training_vectors=training_vectors,
     )
+
+
+def _soap_chunk(soap: Any, chunk: list[Atoms]) -> list[np.ndarray]:
+    """Unit-normalised environments of the frames of one chunk (runs in workers too)."""
+    out = soap.create(chunk, n_jobs=1)
+    arrays = [out] if len(chunk) == 1 else list(out)
+    return [_unit_rows(np.asarray(a, dtype=np.float32)) for a in arrays]
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
