@@ -169,3 +169,14 @@ def test_streamed_scores_match_the_direct_computation():
     assert np.allclose(scores.novelty, direct, atol=2e-3)
     assert scores.vectors.shape == (6, soap.size) and scores.training_vectors.shape[0] == 3
     assert np.allclose(np.linalg.norm(scores.vectors, axis=1), 1, atol=1e-5)
+
+
+def test_physical_filter_drops_collapsed_and_non_finite_frames():
+    from alflow.select.physical import physically_sane
+
+    good = ethanol()
+    collapsed = good.copy()
+    collapsed.positions[1] = collapsed.positions[0] + [0.2, 0.0, 0.0]
+    broken = good.copy()
+    broken.positions[3, 2] = np.nan
+    assert physically_sane([good, collapsed, broken, good]).tolist() == [True, False, False, True]

@@ -14,6 +14,7 @@ from alflow.config import SelectConfig
 from alflow.dataset import job_dataset
 from alflow.explore.md import ExploreResult
 from alflow.frames import Frame
+from alflow.select.physical import physically_sane
 from alflow.select.policy import Pick, select_frames, selection_cap
 from alflow.select.soap import SOAPDescriptor, score_candidates
 from alflow.select.window import WindowCounts, count_window, in_window
@@ -125,12 +126,11 @@ class SelectMaker(Maker):
         settings = self.settings
         if not frames or cap <= 0:
             return []
-        n = len(frames)
-        pool = (
-            np.arange(n)
-            if settings.strategy == "soap-fps"
-            else np.flatnonzero(in_window(deviations, settings.lo, settings.hi))
-        )
+        atoms = [f.to_atoms(with_labels=False) for f in frames]
+        usable = physically_sane(atoms)
+        if settings.strategy != "soap-fps":
+            usable &= in_window(deviations, settings.lo, settings.hi)
+        pool = np.flatnonzero(usable)
         if len(pool) == 0:
             return []
         species = sorted({z for f in frames + training for z in f.numbers})
@@ -138,7 +138,7 @@ class SelectMaker(Maker):
         soap = SOAPDescriptor(species, settings.soap, periodic)
         scores = score_candidates(
             soap,
-            [frames[i].to_atoms(with_labels=False) for i in pool],
+            [atoms[i] for i in pool],
             [f.to_atoms(with_labels=False) for f in training],
         )
         picks = select_frames(

@@ -2,10 +2,11 @@
 
 alflow's default (``strategy: alflow``)::
 
-    window [lo, hi)  →  novelty ≥ novelty_min  →  farthest-point sampling in SOAP
-    space seeded with the training set  →  cap
+    physical filter  →  window [lo, hi)  →  novelty ≥ novelty_min
+    →  farthest-point sampling in SOAP space seeded with the training set  →  cap
 
-(physical checks happen before, in the explorer, which discards broken frames).
+(the physical filter, :mod:`alflow.select.physical`, runs in the select job before
+this; the explorer has already discarded broken frames of its own runs).
 For comparison the strategies of other tools are selectable: ``dpgen`` (random
 frames inside the window, as DP-GEN does), ``max-uncertainty`` (largest calibrated
 uncertainty in the window first) and ``soap-fps`` (farthest-point sampling in SOAP
