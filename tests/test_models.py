@@ -229,3 +229,25 @@ def test_training_into_a_relative_folder(frames, tmp_path, monkeypatch) -> None:
     settings = MACEConfig(num_channels=4, epochs=1, batch_size=2)
     record = train_mace(frames[:6], settings, Path("models"), "relative", seed=0)
     assert Path(record.path).is_absolute() and Path(record.path).is_file()
+
+
+def test_shallow_stress_is_the_strain_derivative(frames, foundation, workdir) -> None:
+    calc = ShallowEnsembleCalculator(workdir / "shallow.model")
+    atoms = frames[21].to_atoms(with_labels=False)
+    atoms.set_cell([12.0, 12.0, 12.0])
+    atoms.center()
+    atoms.pbc = True
+    calc.calculate(atoms, ["energy", "forces", "stress"])
+    stress = calc.results["stress"]
+    assert "force_deviation" not in calc.results
+    h = 1e-5
+    energies = []
+    for sign in (1, -1):
+        strained = atoms.copy()
+        strained.set_cell(atoms.cell * [1 + sign * h, 1, 1], scale_atoms=True)
+        calc.calculate(strained, ["energy"])
+        energies.append(calc.results["energy"])
+    expected = (energies[0] - energies[1]) / (2 * h) / atoms.get_volume()
+    assert stress[0] == pytest.approx(expected, rel=1e-4, abs=1e-9)
+    calc.calculate(atoms, ["energy", "forces", "force_deviation"])
+    assert np.allclose(calc.results["stress"], stress)  # same with the uncertainty path

@@ -186,14 +186,6 @@ def _model_problems(campaign: Campaign, elements: set[str]) -> list[tuple[tuple[
             ]
         return []
     problems: list[tuple[tuple[Any, ...], str]] = []
-    if train.uncertainty == "shallow" and campaign.explore.ensemble != "nvt":
-        problems.append(
-            (
-                ("explore", "ensemble"),
-                "NPT needs the stress, which alflow's shallow-ensemble calculator does not "
-                "compute yet; use ensemble: nvt or uncertainty: committee",
-            )
-        )
     if isinstance(train.e0s, dict) and not elements <= set(train.e0s):
         missing = ", ".join(sorted(elements - set(train.e0s)))
         problems.append((("train", "e0s"), f"no isolated-atom energy for {missing}"))

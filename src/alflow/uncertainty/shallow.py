@@ -195,8 +195,11 @@ class ShallowEnsembleCalculator(UncertaintyCalculator):
         batch = self._mace._atoms_to_batch(self.atoms)
         data = batch.to_dict()
         want = self.wants_uncertainty(properties)
-        out = self.model(data, training=False, compute_force=False)
+        periodic = bool(self.atoms.pbc.all())
+        out = self.model(data, training=False, compute_force=False, compute_displacement=periodic)
         positions = data["positions"]
+        # the stress (for NPT) is the derivative with respect to a symmetric strain
+        inputs = [positions, out["displacement"]] if periodic else [positions]
         energy = out["energy"]
         if want:
             # one batched backward pass over the mean energy and the r ≤ M-1
@@ -204,24 +207,33 @@ class ShallowEnsembleCalculator(UncertaintyCalculator):
             # exact combinations of those r gradients
             components = self._spread_components()
             outputs = torch.cat([out["interaction_energy"].reshape(1), components])
-            grads = torch.autograd.grad(
+            all_grads = torch.autograd.grad(
                 outputs,
-                positions,
+                inputs,
                 grad_outputs=torch.eye(outputs.shape[0], dtype=outputs.dtype),
                 is_grads_batched=True,
-            )[0]
+            )
+            grads = all_grads[0]
+            strain_grad = all_grads[1][0] if periodic else None
             forces = -grads[0]
             mixing = self._mixing
             deltas = mixing @ components
             member_forces = forces.unsqueeze(0) - torch.einsum("mk,kac->mac", mixing, grads[1:])
         else:
-            forces = -torch.autograd.grad(out["interaction_energy"].sum(), positions)[0]
+            all_grads = torch.autograd.grad(out["interaction_energy"].sum(), inputs)
+            forces = -all_grads[0]
+            strain_grad = all_grads[1] if periodic else None
         e = float(energy.detach().reshape(-1)[0])
         self.results = {
             "energy": e,
             "free_energy": e,
             "forces": forces.detach().cpu().numpy().astype(float),
         }
+        if strain_grad is not None:
+            from ase.stress import full_3x3_to_voigt_6_stress
+
+            virial = strain_grad.detach().cpu().numpy().reshape(3, 3).astype(float)
+            self.results["stress"] = full_3x3_to_voigt_6_stress(virial / self.atoms.get_volume())
         if want:
             member_f = member_forces.detach().cpu().numpy().astype(float)
             member_e = e + deltas.detach().cpu().numpy().astype(float)
