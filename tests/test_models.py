@@ -251,3 +251,18 @@ def test_shallow_stress_is_the_strain_derivative(frames, foundation, workdir) ->
     assert stress[0] == pytest.approx(expected, rel=1e-4, abs=1e-9)
     calc.calculate(atoms, ["energy", "forces", "force_deviation"])
     assert np.allclose(calc.results["stress"], stress)  # same with the uncertainty path
+
+
+def test_a_failing_trainer_reports_the_end_of_its_log(frames, tmp_path) -> None:
+    from alflow.train.mace import TrainingError
+
+    # isolated-atom energies without C and O: mace-torch refuses to start
+    settings = MACEConfig(num_channels=4, epochs=1, batch_size=2, e0s={"H": -13.6})
+    with pytest.raises(TrainingError, match=r"full log in (.|\n)*Last lines") as failure:
+        train_mace(frames[:6], settings, tmp_path, "broken", seed=0)
+    assert (
+        (tmp_path / "broken.log")
+        .read_text()
+        .strip()
+        .endswith(str(failure.value).splitlines()[-1].strip())
+    )

@@ -7,11 +7,8 @@ abort the process on bad input). It writes ``gap.xml`` plus sparse-point files t
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from alflow.accounting import EnergyModel, Meter
 from alflow.config import GAPConfig
 from alflow.dataset import job_dataset
 from alflow.frames import Frame, write_extxyz
+from alflow.train.child import run_logged
 from alflow.train.records import ModelRecord, dataset_hash, file_sha256
 
 
@@ -191,21 +189,8 @@ def train_gap(
 
 
 def _run_gap_fit(command: list[str], cwd: Path, log_path: Path, threads: int) -> None:
-    env: dict[str, Any] = dict(os.environ)
-    env.update(OMP_NUM_THREADS=str(threads))
-    tail: deque[str] = deque(maxlen=25)
-    with (
-        log_path.open("w") as log,
-        subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as proc,
-    ):
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            tail.append(line.rstrip())
-    if proc.returncode != 0 or not (cwd / "gap.xml").is_file():
+    code, tail = run_logged(command, cwd, log_path, threads)
+    if code != 0 or not (cwd / "gap.xml").is_file():
         raise GAPFitError(
-            f"gap_fit failed (exit {proc.returncode}); full log in {log_path}. Last "
-            "lines:\n" + "\n".join(tail)
+            f"gap_fit failed (exit {code}); full log in {log_path}. Last lines:\n" + "\n".join(tail)
         )

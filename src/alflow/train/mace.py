@@ -9,13 +9,10 @@ that a workflow manager can run members in parallel.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import warnings
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from alflow.accounting import EnergyModel, Meter
 from alflow.config import MACEConfig
 from alflow.dataset import job_dataset
 from alflow.frames import Frame, read_frames, write_extxyz
+from alflow.train.child import run_logged
 from alflow.train.records import ModelRecord, dataset_hash, file_sha256
 
 #: Replay frames for multihead fine-tuning, in the training work folder.
@@ -396,31 +394,16 @@ def save_without_replay_head(source: Path, target: Path) -> None:
 
 
 def _run_mace(args: list[str], work: Path, log_path: Path, threads: int, on_epoch: Any) -> None:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    def report_epoch(line: str) -> None:
+        match = _EPOCH.search(line)
+        if match and on_epoch is not None:
+            on_epoch(int(match.group(1)) + 1, float(match.group(2)))
+
     command = [sys.executable, "-m", "mace.cli.run_train", *args]
-    tail: deque[str] = deque(maxlen=25)
-    with (
-        log_path.open("w") as log,
-        subprocess.Popen(
-            command,
-            cwd=work,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        ) as proc,
-    ):
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            tail.append(line.rstrip())
-            match = _EPOCH.search(line)
-            if match and on_epoch is not None:
-                on_epoch(int(match.group(1)) + 1, float(match.group(2)))
-    if proc.returncode != 0:
+    code, tail = run_logged(command, work, log_path, threads, report_epoch)
+    if code != 0:
         raise TrainingError(
-            f"mace-torch training failed (exit {proc.returncode}); full log in "
+            f"mace-torch training failed (exit {code}); full log in "
             f"{log_path}. Last lines:\n" + "\n".join(tail)
         )
 
