@@ -126,7 +126,7 @@ class MDMaker(Maker):
         )
 
 
-#: Old name, kept for code written against the first release.
+#: Old name: jobs stored by earlier campaigns refer to it, so they still load.
 LangevinMDMaker = MDMaker
 
 
@@ -208,10 +208,6 @@ def run_md(
         deviations=deviations,
         frames=frames,
     )
-
-
-#: Old name, kept for callers of the first release.
-run_langevin = run_md
 
 
 def make_integrator(

@@ -123,11 +123,6 @@ class SOAPDescriptor:
         rows = [a for chunk in self.environments(atoms_list) for a in chunk]
         return np.concatenate(rows) if rows else np.zeros((0, self.size), np.float32)
 
-    def frame_vectors(self, atoms_list: Sequence[Atoms]) -> np.ndarray:
-        """One unit vector per frame: the normalised mean of its environments."""
-        rows = [a.mean(axis=0) for chunk in self.environments(atoms_list) for a in chunk]
-        return _unit_rows(np.asarray(rows, dtype=np.float32)) if rows else np.zeros((0, self.size))
-
 
 def reduce_reference(environments: np.ndarray, size: int) -> np.ndarray:
     """At most ``size`` environments, chosen by farthest-point sampling."""
