@@ -55,8 +55,12 @@ def run_campaign(tmp_path: Path, copper_files: dict[str, Path], name: str, train
 
 def explored_frames_use_the_calibrated_scale(state, data) -> None:
     """Deviations recorded in iteration 2 = scale of iteration 1 x raw uncertainty."""
-    scale = state.history[1].calibration.scale
-    calc = make_estimator(state.history[1].models, scale=scale)
+    calibration = state.history[1].calibration
+    # a single element: its own factor is the global one (no other atoms to differ from)
+    assert calibration.element_scales == {"Cu": pytest.approx(calibration.scale)}
+    assert state.uncertainty_element_scales == state.history[-1].calibration.element_scales
+    scale = calibration.scale
+    calc = make_estimator(state.history[1].models, scale, calibration.element_scales)
     frames = [
         e.frame
         for e in data.entries("ok")

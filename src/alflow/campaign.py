@@ -102,6 +102,9 @@ def close_iteration(
             "history": history,
             "models": record.models,
             "uncertainty_scale": record.calibration.scale if record.calibration else 1.0,
+            "uncertainty_element_scales": (
+                record.calibration.element_scales if record.calibration else {}
+            ),
             "labels_used": labels_used,
             "stopped": decision.stop,
             "stop_reason": decision.reason if decision.stop else None,
@@ -201,6 +204,7 @@ def iteration_flow(campaign: Campaign, state: CampaignState, iteration: int) -> 
             seed=_seed(campaign, iteration, 1000 + run),
             scale=state.uncertainty_scale,
             pressure_GPa=pressure,
+            element_scales=state.uncertainty_element_scales,
         )
         md.name = f"explore {run + 1}/{campaign.explore.runs}"
         md_jobs.append(md)

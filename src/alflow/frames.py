@@ -96,6 +96,13 @@ class Frame(BaseModel):
         return len(self.numbers)
 
     @property
+    def symbols(self) -> list[str]:
+        """Element symbol of each atom."""
+        from ase.data import chemical_symbols
+
+        return [chemical_symbols[z] for z in self.numbers]
+
+    @property
     def is_labelled(self) -> bool:
         """Whether energy and forces are present."""
         return self.energy is not None and self.forces is not None

@@ -71,6 +71,11 @@ class CampaignState(BaseModel):
         description="Calibration factor of the current models' force uncertainty "
         "(1 when no held-out frames were given).",
     )
+    uncertainty_element_scales: dict[str, float] = Field(
+        default_factory=dict,
+        description="Calibration factor per element, used instead of uncertainty_scale "
+        "for atoms of that element.",
+    )
     labels_used: int = Field(0, description="Frames sent to the labeller so far (good and failed).")
     stopped: bool = Field(False, description="Whether the campaign has ended.")
     stop_reason: str | None = Field(None, description="Why it ended.")

@@ -19,7 +19,12 @@ from alflow.accounting import ComputeRecord, EnergyModel, Meter
 from alflow.frames import Frame, read_frames
 from alflow.train.records import ModelRecord
 from alflow.uncertainty import make_estimator
-from alflow.uncertainty.calibrate import Calibration, calibrate, save_calibration
+from alflow.uncertainty.calibrate import (
+    Calibration,
+    atom_factors,
+    calibrate,
+    save_calibration,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -85,13 +90,13 @@ MEMBER_FORCES = ("forces_committee", "forces_members")
 def validate_estimator(
     calc: UncertaintyCalculator, frames: Sequence[Frame]
 ) -> tuple[ErrorMetrics, list[float], Calibration, list[float]]:
-    """Mean-prediction errors, per-member force RMSEs, calibration, raw frame deviations.
+    """Mean-prediction errors, per-member force RMSEs, calibration, calibrated frame deviations.
 
-    ``calc`` must have scale 1: the calibration is fitted on its raw uncertainties.
+    ``calc`` must be uncalibrated: the calibration is fitted on its raw uncertainties.
     """
-    if calc.scale != 1.0:
+    if calc.calibrated:
         raise ValueError("validate with an uncalibrated estimator (scale 1)")
-    pred_e, pred_f, members, sigma, errors = [], [], [], [], []
+    pred_e, pred_f, members, sigma, errors, symbols = [], [], [], [], [], []
     for frame in frames:
         calc.calculate(frame.to_atoms(with_labels=False), ["energy", "forces", "force_deviation"])
         forces = np.asarray(calc.results["forces"])
@@ -99,6 +104,7 @@ def validate_estimator(
         pred_f.append(forces)
         sigma.append(np.asarray(calc.results["forces_std"]))
         errors.append(np.linalg.norm(forces - np.asarray(frame.forces), axis=1))
+        symbols.append(calc.atoms.get_chemical_symbols())
         key = next((k for k in MEMBER_FORCES if k in calc.results), None)
         if key is not None:
             members.append(np.asarray(calc.results[key]))
@@ -113,8 +119,12 @@ def validate_estimator(
             _rmse(np.concatenate([m[k].ravel() for m in members]), reference)
             for k in range(members[0].shape[0])
         ]
-    raw_deviation = [float(s.max()) for s in sigma]
-    return metrics, member_rmse, calibrate(sigma, errors), raw_deviation
+    calibration = calibrate(sigma, errors, symbols)
+    calibrated_deviation = [
+        float((s * atom_factors(z, calibration.scale, calibration.element_scales)).max())
+        for s, z in zip(sigma, symbols, strict=True)
+    ]
+    return metrics, member_rmse, calibration, calibrated_deviation
 
 
 def _rmse(predicted: np.ndarray, reference: np.ndarray) -> float:
@@ -153,8 +163,8 @@ class ValidateMaker(Maker):
             frames = read_frames(validation_file)
             records = [ModelRecord.model_validate(m) for m in models]
             calc = make_estimator(records)
-            metrics, members, calibration, raw_deviation = validate_estimator(calc, frames)
-            deviation = calibration.scale * float(np.mean(raw_deviation))
+            metrics, members, calibration, deviations = validate_estimator(calc, frames)
+            deviation = float(np.mean(deviations))
         save_calibration(calibration, Path(model_dir or Path(records[0].path).parent))
         progress.report(
             iteration,

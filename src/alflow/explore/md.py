@@ -83,6 +83,7 @@ class MDMaker(Maker):
         seed: int,
         scale: float = 1.0,
         pressure_GPa: float = 0.0,
+        element_scales: dict[str, float] | None = None,
     ) -> ExploreResult:
         """Run one MD trajectory.
 
@@ -106,10 +107,12 @@ class MDMaker(Maker):
             Calibration factor of the models' force uncertainty.
         pressure_GPa
             Barostat pressure (NPT only).
+        element_scales
+            Calibration factor per element, used instead of ``scale`` where given.
         """
         run_id = f"it{iteration:03d}-run{run:02d}"
         with Meter("explore", self.name, self.energy_model) as meter:
-            calc = make_estimator(models, scale=scale)
+            calc = make_estimator(models, scale, element_scales)
             result = run_md(
                 calc,
                 structure,

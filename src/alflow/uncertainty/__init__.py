@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from alflow.train.records import ModelRecord
     from alflow.uncertainty.base import UncertaintyCalculator
@@ -19,7 +19,11 @@ if TYPE_CHECKING:
 ESTIMATORS = {"mace": "committee", "mace-shallow": "shallow", "gap": "gap"}
 
 
-def make_estimator(models: Sequence[ModelRecord], scale: float = 1.0) -> UncertaintyCalculator:
+def make_estimator(
+    models: Sequence[ModelRecord],
+    scale: float = 1.0,
+    element_scales: Mapping[str, float] | None = None,
+) -> UncertaintyCalculator:
     """The estimator for an iteration's models (files checked against their sha256).
 
     Parameters
@@ -29,6 +33,8 @@ def make_estimator(models: Sequence[ModelRecord], scale: float = 1.0) -> Uncerta
         or one GAP.
     scale
         Calibration factor of the force uncertainties.
+    element_scales
+        Calibration factor per element, used instead of ``scale`` where given.
 
     Raises
     ------
@@ -43,18 +49,19 @@ def make_estimator(models: Sequence[ModelRecord], scale: float = 1.0) -> Uncerta
         raise ValueError(f"expected models of one kind, got {sorted(kinds) or 'none'}")
     kind = kinds.pop()
     paths = [m.verified_path() for m in records]
+    factors = {"scale": scale, "element_scales": element_scales}
     if kind == "mace":
         from alflow.uncertainty.committee import CommitteeCalculator
 
-        return CommitteeCalculator(paths, scale=scale)
+        return CommitteeCalculator(paths, **factors)
     if len(paths) != 1:
         raise ValueError(f"a '{kind}' estimator takes one model, got {len(paths)}")
     if kind == "mace-shallow":
         from alflow.uncertainty.shallow import ShallowEnsembleCalculator
 
-        return ShallowEnsembleCalculator(paths[0], scale=scale)
+        return ShallowEnsembleCalculator(paths[0], **factors)
     if kind == "gap":
         from alflow.uncertainty.gap import GAPCalculator
 
-        return GAPCalculator(paths[0], scale=scale)
+        return GAPCalculator(paths[0], **factors)
     raise ValueError(f"no uncertainty estimator for model kind '{kind}'")

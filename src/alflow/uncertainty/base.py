@@ -11,10 +11,11 @@ An estimator is an ASE calculator whose results hold, besides ``energy`` and
     the frame's largest per-atom force uncertainty (eV/Å): what selection and
     early stopping compare with ``lo`` and ``hi``.
 
-Force uncertainties are multiplied by ``scale``, the calibration factor fitted on
-held-out frames (:mod:`alflow.uncertainty.calibrate`); ``raw_force_deviation`` keeps
-the uncalibrated value. Estimators that are expensive compute the uncertainty only
-when one of these properties is asked for (``calc.get_property("force_deviation")``).
+Force uncertainties are multiplied by the calibration factors fitted on held-out
+frames (:mod:`alflow.uncertainty.calibrate`): ``element_scales`` per element where
+given, else ``scale``; ``raw_force_deviation`` keeps the uncalibrated value.
+Estimators that are expensive compute the uncertainty only when one of these
+properties is asked for (``calc.get_property("force_deviation")``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from ase.calculators.calculator import Calculator
 
+from alflow.uncertainty.calibrate import atom_factors
+
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from ase import Atoms
 
@@ -44,11 +47,24 @@ class UncertaintyCalculator(Calculator):
         *UNCERTAINTY_PROPERTIES,
     ]
 
-    def __init__(self, scale: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        scale: float = 1.0,
+        element_scales: Mapping[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        if not scale > 0:
-            raise ValueError(f"calibration scale must be positive, got {scale}")
+        element_scales = dict(element_scales or {})
+        for name, value in [("scale", scale), *element_scales.items()]:
+            if not value > 0:
+                raise ValueError(f"calibration factor {name} must be positive, got {value}")
         self.scale = float(scale)
+        self.element_scales = {k: float(v) for k, v in element_scales.items()}
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether any calibration factor differs from 1."""
+        return self.scale != 1.0 or any(v != 1.0 for v in self.element_scales.values())
 
     @staticmethod
     def wants_uncertainty(properties: Sequence[str] | None) -> bool:
@@ -56,13 +72,15 @@ class UncertaintyCalculator(Calculator):
         return bool(properties) and any(p in UNCERTAINTY_PROPERTIES for p in properties)
 
     def _store_uncertainty(self, energy_std: float, per_atom_force_std: np.ndarray) -> None:
-        """Record calibrated and raw uncertainties."""
+        """Record calibrated and raw uncertainties (``self.atoms`` gives the elements)."""
         per_atom = np.asarray(per_atom_force_std, dtype=float)
         raw = float(per_atom.max()) if per_atom.size else 0.0
+        symbols = self.atoms.get_chemical_symbols() if self.atoms is not None else []
+        calibrated = per_atom * atom_factors(symbols, self.scale, self.element_scales)
         self.results.update(
             energy_std=float(energy_std),
-            forces_std=per_atom * self.scale,
-            force_deviation=raw * self.scale,
+            forces_std=calibrated,
+            force_deviation=float(calibrated.max()) if calibrated.size else 0.0,
             raw_force_deviation=raw,
         )
 

@@ -11,10 +11,17 @@ the maximum-likelihood factor of a Gaussian model. Calibrated uncertainties are
 s * sigma. :func:`expected_normalized_calibration_error` (ENCE, Levi et al. 2022)
 measures what remains: bin atoms by sigma, compare the root mean variance with the
 observed RMSE per bin.
+
+The same fit is made per element (:func:`fit_element_scales`): estimators misjudge
+light and heavy atoms differently (a committee's spread on hydrogen is not
+comparable with its spread on oxygen), and the frame uncertainty, a maximum over
+atoms, is only meaningful when each atom's value is on the same scale. Elements
+with few held-out atoms are pulled towards the global factor.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,11 +31,20 @@ from pydantic import BaseModel, Field
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+#: Held-out atoms of an element that weigh as much as the global factor in the
+#: element's own factor (a prior of pseudo-atoms calibrated at the global factor).
+PRIOR_ATOMS = 20
+
 
 class Calibration(BaseModel):
     """A fitted calibration factor and how well it does."""
 
     scale: float = Field(description="Factor applied to the raw force uncertainties.")
+    element_scales: dict[str, float] = Field(
+        default_factory=dict,
+        description="Factor per element symbol, used instead of scale for atoms of "
+        "that element (empty: scale applies to every atom).",
+    )
     n_frames: int = Field(description="Held-out frames it was fitted on.")
     n_atoms: int = Field(description="Atoms (error/uncertainty pairs) it was fitted on.")
     ence_raw: float = Field(description="ENCE of the raw uncertainties.")
@@ -53,6 +69,47 @@ def fit_scale(sigma: np.ndarray, errors: np.ndarray) -> float:
     return float(np.sqrt(np.sum(errors**2) / denominator))
 
 
+def fit_element_scales(
+    sigma: np.ndarray,
+    errors: np.ndarray,
+    symbols: Sequence[str],
+    scale: float,
+    prior_atoms: int = PRIOR_ATOMS,
+) -> dict[str, float]:
+    """Maximum-likelihood factor per element, shrunk towards the global ``scale``.
+
+    Element Z with n atoms gets its own fit ``s_Z`` (:func:`fit_scale` on its atoms),
+    weighted against the global factor in log space:
+    ``log s'_Z = (n log s_Z + n0 log s) / (n + n0)``, ``n0 = prior_atoms``. With many
+    atoms this is the element's own fit; with few it stays near ``scale``.
+    """
+    sigma = np.asarray(sigma, dtype=float).ravel()
+    errors = np.asarray(errors, dtype=float).ravel()
+    symbols = np.asarray(symbols)
+    if not sigma.shape == errors.shape == symbols.shape:
+        raise ValueError("need one element symbol per uncertainty and error")
+    scales = {}
+    for element in np.unique(symbols):
+        mine = symbols == element
+        n = int(mine.sum())
+        if not np.any(sigma[mine] > 0) or not np.any(errors[mine] > 0):
+            scales[str(element)] = float(scale)  # nothing to fit on this element
+            continue
+        own = fit_scale(sigma[mine], errors[mine])
+        log_scale = (n * np.log(own) + prior_atoms * np.log(scale)) / (n + prior_atoms)
+        scales[str(element)] = float(np.exp(log_scale))
+    return scales
+
+
+def atom_factors(
+    symbols: Sequence[str], scale: float, element_scales: Mapping[str, float] | None
+) -> np.ndarray:
+    """Calibration factor of each atom: its element's, else the global ``scale``."""
+    if not element_scales:
+        return np.full(len(symbols), float(scale))
+    return np.array([element_scales.get(str(s), scale) for s in symbols], dtype=float)
+
+
 def expected_normalized_calibration_error(
     sigma: np.ndarray, errors: np.ndarray, bins: int = 10
 ) -> float:
@@ -70,18 +127,31 @@ def expected_normalized_calibration_error(
 
 
 def calibrate(
-    sigma_per_frame: Sequence[np.ndarray], errors_per_frame: Sequence[np.ndarray]
+    sigma_per_frame: Sequence[np.ndarray],
+    errors_per_frame: Sequence[np.ndarray],
+    symbols_per_frame: Sequence[Sequence[str]] | None = None,
 ) -> Calibration:
-    """Fit the scale on per-atom uncertainties and force-error norms of held-out frames."""
+    """Fit the scale on per-atom uncertainties and force-error norms of held-out frames.
+
+    With ``symbols_per_frame`` (the element of every atom) a factor per element is
+    fitted as well, and the calibrated ENCE uses those factors.
+    """
     sigma = np.concatenate([np.ravel(s) for s in sigma_per_frame])
     errors = np.concatenate([np.ravel(e) for e in errors_per_frame])
     scale = fit_scale(sigma, errors)
+    element_scales: dict[str, float] = {}
+    factors = np.full(sigma.size, scale)
+    if symbols_per_frame is not None:
+        symbols = [str(s) for frame in symbols_per_frame for s in frame]
+        element_scales = fit_element_scales(sigma, errors, symbols, scale)
+        factors = atom_factors(symbols, scale, element_scales)
     return Calibration(
         scale=scale,
+        element_scales=element_scales,
         n_frames=len(sigma_per_frame),
         n_atoms=int(sigma.size),
         ence_raw=expected_normalized_calibration_error(sigma, errors),
-        ence_calibrated=expected_normalized_calibration_error(scale * sigma, errors),
+        ence_calibrated=expected_normalized_calibration_error(factors * sigma, errors),
     )
 
 
