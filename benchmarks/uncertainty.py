@@ -6,14 +6,19 @@ frames of that file; test on ``test_MD_300K.xyz`` and ``test_MD_600K.xyz``.
 
 Estimators: a committee of K=4 MACE models, a shallow ensemble on member 0 of the
 committee (same backbone, so the comparison isolates the estimator), and a GAP.
-For each: Spearman correlation between the predicted frame uncertainty (max over
-atoms) and the true max force error of the mean prediction; calibration (ENCE and
+Each estimator is calibrated per element on the held-out frames, as a campaign
+does. For each: Spearman correlation between the predicted frame uncertainty (max
+over atoms of the calibrated per-atom uncertainty) and the true max force error of
+the mean prediction (also with one factor for all elements, for comparison); calibration (ENCE and
 the ratio of root mean predicted variance to observed MSE, per atom); inference
 cost per frame relative to one MACE model, all measured in this one run.
 
-Warm start: member 0 plays iteration i. Iteration i+1 has ``--n-extra`` more
-frames; it is trained once from scratch (``--epochs``) and once warm-started from
-member 0 (``--warm-epochs``); CPU time and test errors are compared.
+Warm start: member 0 plays iteration 0. Each of ``--warm-iterations`` further
+iterations adds ``--n-extra`` frames. One chain retrains from scratch every
+iteration (``--epochs``); the other continues from its own previous iteration's
+weights for ``--warm-epochs``, as a campaign with ``train.warm_start_epochs`` does.
+The CPU time of the iterations after the first and the test errors at every
+iteration are compared.
 
 Run ``python benchmarks/uncertainty.py`` (about 15 minutes on 2 cores); results go
 to ``benchmarks/results/uncertainty.json`` and ``uncertainty.png``.
@@ -39,7 +44,11 @@ from alflow.train.gap import train_gap
 from alflow.train.mace import plan_start, train_mace
 from alflow.train.shallow import build_shallow_model
 from alflow.uncertainty.base import UncertaintyCalculator
-from alflow.uncertainty.calibrate import calibrate, expected_normalized_calibration_error
+from alflow.uncertainty.calibrate import (
+    atom_factors,
+    calibrate,
+    expected_normalized_calibration_error,
+)
 from alflow.uncertainty.committee import CommitteeCalculator
 from alflow.uncertainty.gap import GAPCalculator
 from alflow.uncertainty.shallow import ShallowEnsembleCalculator
@@ -54,9 +63,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-uncertainty"))
     parser.add_argument("--n-train", type=int, default=100)
-    parser.add_argument("--n-extra", type=int, default=50)
+    parser.add_argument("--n-extra", type=int, default=25, help="new frames per iteration")
+    parser.add_argument("--warm-iterations", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--warm-epochs", type=int, nargs="+", default=[15, 30])
+    parser.add_argument("--warm-epochs", type=int, default=15)
     parser.add_argument("--committee", type=int, default=4)
     parser.add_argument("--members", type=int, default=4, help="shallow-ensemble members")
     parser.add_argument("--test-every", type=int, default=1, help="use every n-th test frame")
@@ -74,7 +84,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     pool = read_frames(args.data / "train_300K.xyz")
     train = pool[: args.n_train]
-    extra = pool[args.n_train : args.n_train + args.n_extra]
+    extra = pool[args.n_train : args.n_train + args.n_extra * args.warm_iterations]
     held_out = pool[-50:]  # calibration frames, never trained on
     tests = {name: read_frames(args.data / f"{name}.xyz")[:: args.test_every] for name in TESTS}
     settings = MACEConfig(epochs=args.epochs, threads=args.threads, committee=args.committee)
@@ -112,17 +122,26 @@ def main() -> None:
     for name, calc in estimators.items():
         print(f"scoring {name} ...", flush=True)
         sigma, errors, _ = evaluate(calc, held_out)
-        calibration = calibrate(sigma, errors)
+        calibration = calibrate(sigma, errors, [f.symbols for f in held_out])
         entry: dict[str, Any] = {
             "training_cpu_s": training_cpu[name],
             "calibration_scale": calibration.scale,
+            "calibration_element_scales": calibration.element_scales,
             "calibration_ence_on_held_out": calibration.ence_calibrated,
         }
         for test, frames in tests.items():
             sigma, errors, rmse = evaluate(calc, frames)
-            entry[test] = summarize(sigma, errors, calibration.scale, rmse)
-            curves.setdefault(test, {})[name] = reliability(sigma, errors, calibration.scale)
-            curves[test][name]["frames"] = frame_pairs(sigma, errors, calibration.scale)
+            factors = [
+                atom_factors(f.symbols, calibration.scale, calibration.element_scales)
+                for f in frames
+            ]
+            entry[test] = summarize(sigma, errors, factors, rmse)
+            # the same with one factor for every element, for comparison
+            one_factor = [np.full(len(s), calibration.scale) for s in sigma]
+            plain = summarize(sigma, errors, one_factor, rmse)
+            entry[test]["spearman_frame_one_factor"] = plain["spearman_frame"]
+            curves.setdefault(test, {})[name] = reliability(sigma, errors, factors)
+            curves[test][name]["frames"] = frame_pairs(sigma, errors, factors)
         results["estimators"][name] = entry
     results["estimators"][f"shallow ensemble (M={args.members})"]["fit"] = shallow_fit
 
@@ -131,7 +150,7 @@ def main() -> None:
 
     print("warm start vs scratch ...", flush=True)
     results["warm_start"] = warm_vs_scratch(
-        args, settings, committee[0], train + extra, tests, train_cpu[0]
+        args, settings, committee[0], train, extra, tests, train_cpu[0]
     )
     results["meta"] = metadata(args)
     (args.out / "uncertainty.json").write_text(json.dumps(results, indent=2))
@@ -162,14 +181,18 @@ def evaluate(
 
 
 def summarize(
-    sigma: list[np.ndarray], errors: list[np.ndarray], scale: float, rmse: dict[str, float]
+    sigma: list[np.ndarray],
+    errors: list[np.ndarray],
+    factors: list[np.ndarray],
+    rmse: dict[str, float],
 ) -> dict[str, float]:
-    """Ranking and calibration quality on one test set."""
+    """Ranking and calibration quality on one test set (``factors``: per atom)."""
     from scipy.stats import spearmanr
 
-    frame_sigma = np.array([s.max() for s in sigma]) * scale
+    calibrated = [s * f for s, f in zip(sigma, factors, strict=True)]
+    frame_sigma = np.array([s.max() for s in calibrated])
     frame_error = np.array([e.max() for e in errors])
-    atoms_sigma = np.concatenate(sigma) * scale
+    atoms_sigma = np.concatenate(calibrated)
     atoms_error = np.concatenate(errors)
     return {
         **rmse,
@@ -181,9 +204,11 @@ def summarize(
     }
 
 
-def reliability(sigma: list[np.ndarray], errors: list[np.ndarray], scale: float) -> dict:
+def reliability(
+    sigma: list[np.ndarray], errors: list[np.ndarray], factors: list[np.ndarray]
+) -> dict:
     """Binned root mean variance vs observed RMSE (per atom), for the figure."""
-    s = np.concatenate(sigma) * scale
+    s = np.concatenate(sigma) * np.concatenate(factors)
     e = np.concatenate(errors)
     order = np.argsort(s)
     rmv, rmse = [], []
@@ -193,8 +218,13 @@ def reliability(sigma: list[np.ndarray], errors: list[np.ndarray], scale: float)
     return {"rmv": rmv, "rmse": rmse}
 
 
-def frame_pairs(sigma: list[np.ndarray], errors: list[np.ndarray], scale: float) -> list:
-    return [[float(s.max() * scale), float(e.max())] for s, e in zip(sigma, errors, strict=True)]
+def frame_pairs(
+    sigma: list[np.ndarray], errors: list[np.ndarray], factors: list[np.ndarray]
+) -> list:
+    return [
+        [float((s * f).max()), float(e.max())]
+        for s, e, f in zip(sigma, errors, factors, strict=True)
+    ]
 
 
 def time_inference(
@@ -235,34 +265,49 @@ def time_inference(
 def warm_vs_scratch(
     args: argparse.Namespace,
     settings: MACEConfig,
-    previous: Any,
-    frames: list[Frame],
+    first: Any,
+    train: list[Frame],
+    extra: list[Frame],
     tests: dict[str, list[Frame]],
-    previous_cpu: float,
+    first_cpu: float,
 ) -> dict[str, Any]:
-    """Iteration i+1 trained from scratch and warm-started from iteration i."""
-    out: dict[str, Any] = {"n_frames": len(frames), "previous_cpu_s": previous_cpu}
-    out["previous"] = {
-        test: evaluate(CommitteeCalculator([previous.path] * 2), f)[2] for test, f in tests.items()
+    """Iterations after ``first``: retrained from scratch vs warm-started, side by side."""
+    warm_settings = settings.model_copy(update={"warm_start_epochs": args.warm_epochs})
+    out: dict[str, Any] = {
+        "first": {"n_frames": len(train), "cpu_s": first_cpu, **test_errors(first, tests)},
+        "iterations": [],
     }
-    runs: dict[str, Any] = {"scratch": (settings, None)}
-    for epochs in args.warm_epochs:
-        warm_settings = settings.model_copy(update={"warm_start_epochs": epochs})
-        runs[f"warm {epochs} epochs"] = (warm_settings, plan_start(warm_settings, 1, 0, [previous]))
-    for name, (config, start) in runs.items():
+    parent = first
+    for iteration in range(1, args.warm_iterations + 1):
+        frames = train + extra[: iteration * args.n_extra]
+        row: dict[str, Any] = {"iteration": iteration, "n_frames": len(frames)}
         with Meter("train") as meter:
-            tag = name.replace(" epochs", "").replace(" ", "_")
-            record = train_mace(frames, config, args.work, f"next_{tag}", seed=7, start=start)
-        calc = CommitteeCalculator([record.path, record.path])  # one model, mean = itself
-        out[name] = {
-            "epochs": start.epochs if start else config.epochs,
-            "cpu_s": meter.record.cpu_s,
-            **{test: evaluate(calc, f)[2] for test, f in tests.items()},
-        }
-        print(f"  {name}: {meter.record.cpu_s:.0f} CPU-s", flush=True)
-        if name != "scratch":
-            out[name]["cpu_ratio_to_scratch"] = out[name]["cpu_s"] / out["scratch"]["cpu_s"]
+            scratch = train_mace(frames, settings, args.work, f"scratch_{iteration}", seed=7)
+        row["scratch"] = {"cpu_s": meter.record.cpu_s, **test_errors(scratch, tests)}
+        start = plan_start(warm_settings, iteration, 0, [parent])
+        with Meter("train") as meter:
+            parent = train_mace(frames, settings, args.work, f"warm_{iteration}", 7, start=start)
+        row["warm"] = {"cpu_s": meter.record.cpu_s, **test_errors(parent, tests)}
+        print(f"  iteration {iteration}: scratch {row['scratch']}, warm {row['warm']}", flush=True)
+        out["iterations"].append(row)
+    rows = out["iterations"]
+    last = rows[-1]
+    out["summary"] = {
+        "cpu_ratio": sum(r["warm"]["cpu_s"] for r in rows)
+        / sum(r["scratch"]["cpu_s"] for r in rows),
+        **{
+            f"{test}_force_rmse_ratio": last["warm"][test]["force_rmse"]
+            / last["scratch"][test]["force_rmse"]
+            for test in tests
+        },
+    }
     return out
+
+
+def test_errors(record: Any, tests: dict[str, list[Frame]]) -> dict[str, Any]:
+    """Test RMSEs of one model (a committee of the model with itself: mean = model)."""
+    calc = CommitteeCalculator([record.path, record.path])
+    return {test: evaluate(calc, frames)[2] for test, frames in tests.items()}
 
 
 def metadata(args: argparse.Namespace) -> dict[str, Any]:
@@ -271,6 +316,8 @@ def metadata(args: argparse.Namespace) -> dict[str, Any]:
         n_train=args.n_train,
         epochs=args.epochs,
         warm_epochs=args.warm_epochs,
+        warm_iterations=args.warm_iterations,
+        n_extra=args.n_extra,
     )
 
 
@@ -280,7 +327,7 @@ def plot(results: dict[str, Any], curves: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     for name, curve in curves["test_MD_600K"].items():
         pairs = np.array(curve["frames"])
         axes[0].scatter(pairs[:, 0], pairs[:, 1], s=4, alpha=0.4, label=name)
@@ -303,8 +350,18 @@ def plot(results: dict[str, Any], curves: dict[str, Any], path: Path) -> None:
     axes[2].barh(list(relative), list(relative.values()))
     axes[2].axvline(1.0, color="k", lw=1)
     axes[2].set(xlabel="inference cost per frame / one MACE model", title="cost")
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
+    warm = results["warm_start"]
+    for chain, marker in (("scratch", "o-"), ("warm", "s-")):
+        cpu = np.cumsum([row[chain]["cpu_s"] for row in warm["iterations"]])
+        error = [row[chain]["test_MD_600K"]["force_rmse"] * 1000 for row in warm["iterations"]]
+        axes[3].plot(cpu, error, marker, label=f"{chain} (iterations 1-{len(cpu)})")
+    axes[3].set(
+        xlabel="cumulative training CPU-s after iteration 0",
+        ylabel="test_MD_600K force RMSE (meV/Å)",
+        title="warm start vs retraining",
+    )
+    for ax in (axes[0], axes[1], axes[3]):
+        ax.legend(fontsize=7)
     meta = results["meta"]
     fig.suptitle(
         f"alflow uncertainty benchmark — {meta['commit']}, {meta['date']}, {meta['machine']}",
@@ -315,31 +372,36 @@ def plot(results: dict[str, Any], curves: dict[str, Any], path: Path) -> None:
 
 
 def report(results: dict[str, Any]) -> None:
-    print("\nestimator                       test        Spearman(frame)  ENCE   RMV/RMSE")
+    print(
+        "\nestimator                       test        Spearman(frame)  "
+        "(one factor)  ENCE   RMV/RMSE"
+    )
     for name, entry in results["estimators"].items():
         for test in TESTS:
             r = entry[test]
             print(
-                f"{name:31s} {test[8:]:10s}  {r['spearman_frame']:6.2f}          "
-                f"{r['ence']:.2f}   {r['rmv_over_rmse']:.2f}"
+                f"{name:31s} {test[8:]:10s}  {r['spearman_frame']:6.2f}           "
+                f"{r['spearman_frame_one_factor']:6.2f}      {r['ence']:.2f}   "
+                f"{r['rmv_over_rmse']:.2f}"
             )
     print("\ninference cost per frame relative to one MACE model:")
     for name, ratio in results["inference"]["relative_to_one_mace"].items():
         print(f"  {name:45s} {ratio:5.2f}x")
     warm = results["warm_start"]
-    print(f"\nnext iteration ({warm['n_frames']} frames): warm start vs scratch")
-    for name, run in warm.items():
-        if not isinstance(run, dict) or name == "previous":
-            continue
-        ratio = run.get("cpu_ratio_to_scratch", 1.0)
-        errors = ", ".join(
-            f"{t[8:]} F {run[t]['force_rmse'] * 1000:.0f} meV/Å E "
-            f"{run[t]['energy_rmse_per_atom'] * 1000:.1f} meV/atom"
-            for t in TESTS
-        )
-        print(f"  {name:20s} {ratio:4.2f}x CPU  {errors}")
-    errors = ", ".join(f"{t[8:]} F {warm['previous'][t]['force_rmse'] * 1000:.0f}" for t in TESTS)
-    print(f"  previous model (no retraining): {errors}")
+    print(
+        f"\nwarm start vs scratch, iterations after the first ({warm['first']['n_frames']} frames)"
+    )
+    for row in warm["iterations"]:
+        for chain in ("scratch", "warm"):
+            run = row[chain]
+            errors = ", ".join(f"{t[8:]} F {run[t]['force_rmse'] * 1000:.0f} meV/Å" for t in TESTS)
+            print(
+                f"  iteration {row['iteration']} ({row['n_frames']} frames) {chain:8s} "
+                f"{run['cpu_s']:6.0f} CPU-s  {errors}"
+            )
+    summary = warm["summary"]
+    ratios = ", ".join(f"{t[8:]} {summary[f'{t}_force_rmse_ratio']:.2f}" for t in TESTS)
+    print(f"  warm/scratch: CPU {summary['cpu_ratio']:.2f}x; last force RMSE {ratios}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,427 @@
+"""Labels and energy per unit of accuracy: selection strategies replayed on labelled data.
+
+Pool-based replay: a labelled dataset plays the unlabelled pool, and a frame's label
+is revealed only when a strategy selects it. Every strategy starts from the same
+random frames (per seed), selects ``--batch`` frames per step until ``--budget``
+labels, and after each step the same MACE model (same settings, same seed) is
+trained on what it selected and scored on the test sets. Strategies:
+
+``random``
+    frames drawn at random from the pool;
+``dpgen``
+    a committee of ``--committee`` MACE models; frames drawn at random inside the
+    trust window (DP-GEN's loop);
+``soap-fps``
+    farthest-point sampling in SOAP space, seeded with the training set, no model
+    (the autoplex/wfl approach);
+``alflow``
+    alflow's default policy on the same committee: window, SOAP novelty, then
+    farthest-point sampling seeded with the training set (:mod:`alflow.select.policy`).
+
+The trust window is relative, because a replayed pool has no broken frames and
+absolute thresholds do not transfer between datasets: frames whose committee
+uncertainty is above the pool's ``--window-quantile`` quantile are candidates (the
+same window for dpgen and alflow).
+
+Compute is metered per job (training, committee inference on the pool, SOAP) and
+converted to kWh with alflow's power model; a label costs ``--label-kwh``, measured
+for acac by running PySCF (PBE/def2-SVP) on one pool frame unless given.
+
+Datasets: ``acac`` (``../shared/data/acac``: pool ``train_300K.xyz``, tests
+``test_MD_300K.xyz`` and ``test_MD_600K.xyz``), ``si`` (``../shared/data/mlearn/Si``:
+pool ``training.json``, test ``test.json``), or any extxyz file with energies and
+forces (``--dataset path.xyz``: a random fifth is the test set).
+
+Run ``python benchmarks/data_efficiency.py --dataset acac`` (see ``--help``); results
+go to ``benchmarks/results/data_efficiency_<dataset>.json`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import run_metadata
+
+from alflow.accounting import EnergyModel, Meter
+from alflow.config import MACEConfig
+from alflow.frames import Frame, read_frames
+from alflow.select.policy import select_frames
+from alflow.select.soap import SOAPDescriptor, SOAPSettings, score_candidates
+from alflow.train.mace import train_mace
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data"
+STRATEGIES = ("random", "dpgen", "soap-fps", "alflow")
+NEEDS_COMMITTEE = {"dpgen", "alflow"}
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="acac", help="acac, si or an extxyz path")
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--initial", type=int, default=10, help="random labels to start")
+    parser.add_argument("--batch", type=int, default=10, help="labels per step")
+    parser.add_argument("--budget", type=int, default=50, help="labels in the end")
+    parser.add_argument("--committee", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--window-quantile", type=float, default=0.5)
+    parser.add_argument("--test-every", type=int, default=5, help="use every n-th test frame")
+    parser.add_argument("--label-kwh", type=float, default=None, help="energy of one label")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-efficiency"))
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    return parser.parse_args()
+
+
+def load_dataset(name: str, test_every: int) -> tuple[str, list[Frame], dict[str, list[Frame]]]:
+    """(short name, pool, {test name: frames})."""
+    if name == "acac":
+        pool = read_frames(DATA / "acac" / "train_300K.xyz")
+        tests = {
+            t: read_frames(DATA / "acac" / f"{t}.xyz") for t in ("test_MD_300K", "test_MD_600K")
+        }
+    elif name == "si":
+        pool = read_mlearn(DATA / "mlearn" / "Si" / "training.json")
+        tests = {"test": read_mlearn(DATA / "mlearn" / "Si" / "test.json")}
+    else:
+        path = Path(name)
+        frames = read_frames(path)
+        rng = np.random.default_rng(0)
+        is_test = np.zeros(len(frames), dtype=bool)
+        is_test[rng.permutation(len(frames))[: len(frames) // 5]] = True
+        pool = [f for f, t in zip(frames, is_test, strict=True) if not t]
+        tests = {"test": [f for f, t in zip(frames, is_test, strict=True) if t]}
+        name = path.stem
+    return name, pool, {t: frames[::test_every] for t, frames in tests.items()}
+
+
+def read_mlearn(path: Path) -> list[Frame]:
+    """Frames of an mlearn JSON file (pymatgen structures, VASP energies and forces)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    frames = []
+    for entry in json.loads(path.read_text()):
+        atoms = AseAtomsAdaptor.get_atoms(Structure.from_dict(entry["structure"]))
+        outputs = entry["outputs"]
+        atoms.calc = SinglePointCalculator(
+            atoms, energy=outputs["energy"], forces=np.asarray(outputs["forces"])
+        )
+        frames.append(Frame.from_atoms(atoms))
+    return frames
+
+
+def measure_label_kwh(frame: Frame, energy_model: EnergyModel) -> float:
+    """Energy of one PySCF PBE/def2-SVP energy + forces on ``frame`` (acac's level, no D3)."""
+    from pyscf import dft, gto
+
+    atoms = frame.to_atoms(with_labels=False)
+    with Meter("label", "pyscf", energy_model) as meter:
+        mol = gto.M(
+            atom=[
+                (s, p) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)
+            ],
+            basis="def2-svp",
+            verbose=0,
+        )
+        scf = dft.RKS(mol, xc="pbe")
+        scf.kernel()
+        scf.nuc_grad_method().kernel()
+    print(f"one PySCF label: {meter.record.wall_s:.0f} s, {meter.record.energy_kwh * 1000:.2f} Wh")
+    return meter.record.energy_kwh
+
+
+class Replay:
+    """One strategy, one seed: select, label, train, score, until the budget is spent."""
+
+    def __init__(
+        self,
+        strategy: str,
+        seed: int,
+        pool: list[Frame],
+        tests: dict[str, list[Frame]],
+        args: argparse.Namespace,
+        label_kwh: float,
+    ) -> None:
+        self.strategy, self.seed, self.pool, self.tests, self.args = (
+            strategy,
+            seed,
+            pool,
+            tests,
+            args,
+        )
+        self.label_kwh = label_kwh
+        self.settings = MACEConfig(epochs=args.epochs, threads=args.threads)
+        self.work = args.work / f"{strategy}_{seed}"
+        self.kwh = 0.0
+        self.species = sorted({z for f in pool for z in f.numbers})
+
+    def run(self, initial: list[int]) -> list[dict[str, Any]]:
+        labelled = list(initial)
+        curve = []
+        while True:
+            models = self.train(labelled)
+            curve.append(self.score(models[0], len(labelled)))
+            print(
+                f"  {self.strategy:9s} seed {self.seed} labels {len(labelled):4d}: "
+                + ", ".join(
+                    f"{t} F {v['force_rmse'] * 1000:.0f}" for t, v in curve[-1]["tests"].items()
+                )
+                + f" meV/Å, {curve[-1]['kwh']:.4f} kWh",
+                flush=True,
+            )
+            if len(labelled) >= self.args.budget:
+                return curve
+            batch = min(self.args.batch, self.args.budget - len(labelled))
+            labelled += self.select(models, labelled, batch)
+
+    def train(self, labelled: list[int]) -> list[str]:
+        shutil.rmtree(self.work, ignore_errors=True)
+        frames = [self.pool[i] for i in labelled]
+        count = self.args.committee if self.strategy in NEEDS_COMMITTEE else 1
+        paths = []
+        for member in range(count):
+            with Meter("train") as meter:
+                record = train_mace(
+                    frames, self.settings, self.work, f"m{member}", seed=self.seed * 100 + member
+                )
+            self.kwh += meter.record.energy_kwh
+            paths.append(record.path)
+        return paths
+
+    def select(self, models: list[str], labelled: list[int], batch: int) -> list[int]:
+        taken = set(labelled)
+        candidates = [i for i in range(len(self.pool)) if i not in taken]
+        rng = np.random.default_rng(self.seed * 1000 + len(labelled))
+        if self.strategy == "random":
+            return [int(i) for i in rng.choice(candidates, batch, replace=False)]
+        with Meter("select") as meter:
+            deviations = np.zeros(len(candidates))
+            if self.strategy in NEEDS_COMMITTEE:
+                deviations = committee_deviation(models, [self.pool[i] for i in candidates])
+            lo = float(np.quantile(deviations, self.args.window_quantile))
+            scores = None
+            if self.strategy in {"soap-fps", "alflow"}:
+                descriptor = SOAPDescriptor(self.species, SOAPSettings())
+                scores = score_candidates(
+                    descriptor,
+                    [self.pool[i].to_atoms(with_labels=False) for i in candidates],
+                    [self.pool[i].to_atoms(with_labels=False) for i in labelled],
+                )
+            picks = select_frames(
+                self.strategy,  # type: ignore[arg-type]
+                deviations,
+                scores.vectors if scores is not None else np.zeros((len(candidates), 1)),
+                lo=lo if self.strategy in NEEDS_COMMITTEE else 0.0,
+                hi=float("inf"),
+                cap=batch,
+                reference=scores.training_vectors if scores is not None else None,
+                novelty=scores.novelty if scores is not None else None,
+                seed=int(rng.integers(1 << 31)),
+            )
+        self.kwh += meter.record.energy_kwh
+        chosen = [candidates[p.index] for p in picks]
+        if len(chosen) < batch:  # window too small: top up at random, as DP-GEN would
+            rest = [i for i in candidates if i not in set(chosen)]
+            chosen += [int(i) for i in rng.choice(rest, batch - len(chosen), replace=False)]
+        return chosen
+
+    def score(self, model: str, n_labels: int) -> dict[str, Any]:
+        from mace.calculators import MACECalculator
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*weights_only.*")
+            calc = MACECalculator(model_paths=model, device="cpu", default_dtype="float64")
+        tests = {}
+        for name, frames in self.tests.items():
+            de, df = [], []
+            for frame in frames:
+                atoms = frame.to_atoms(with_labels=False)
+                atoms.calc = calc
+                df.append((atoms.get_forces() - np.asarray(frame.forces)).ravel())
+                de.append((atoms.get_potential_energy() - frame.energy) / frame.n_atoms)
+            tests[name] = {
+                "force_rmse": float(np.sqrt(np.mean(np.concatenate(df) ** 2))),
+                "energy_rmse_per_atom": float(np.sqrt(np.mean(np.square(de)))),
+            }
+        return {
+            "labels": n_labels,
+            "ml_kwh": self.kwh,
+            "kwh": self.kwh + n_labels * self.label_kwh,
+            "tests": tests,
+        }
+
+
+def committee_deviation(models: list[str], frames: list[Frame]) -> np.ndarray:
+    """Max over atoms of the committee's per-atom force spread, per frame (raw)."""
+    from alflow.uncertainty.committee import CommitteeCalculator
+
+    calc = CommitteeCalculator(models)
+    out = []
+    for frame in frames:
+        calc.calculate(frame.to_atoms(with_labels=False), ["energy", "forces", "force_deviation"])
+        out.append(calc.results["raw_force_deviation"])
+    return np.asarray(out)
+
+
+def labels_to_reach(curve: list[dict[str, Any]], test: str, target: float) -> float | None:
+    """Labels at which the mean force RMSE first reaches ``target`` (log-interpolated)."""
+    labels = [p["labels"] for p in curve]
+    errors = [p[test] for p in curve]
+    for i, error in enumerate(errors):
+        if error <= target:
+            if i == 0:
+                return float(labels[0])
+            fraction = np.log(errors[i - 1] / target) / np.log(errors[i - 1] / error)
+            return float(labels[i - 1] + fraction * (labels[i] - labels[i - 1]))
+    return None
+
+
+def mean_curves(runs: dict[str, list[list[dict[str, Any]]]], tests: list[str]) -> dict:
+    """Mean (and std) over seeds of force RMSE and kWh per label count, per strategy."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for strategy, seeds in runs.items():
+        points = []
+        for step in zip(*seeds, strict=True):
+            point: dict[str, Any] = {
+                "labels": step[0]["labels"],
+                "kwh": float(np.mean([p["kwh"] for p in step])),
+            }
+            for test in tests:
+                forces = [p["tests"][test]["force_rmse"] for p in step]
+                energies = [p["tests"][test]["energy_rmse_per_atom"] for p in step]
+                point[test] = float(np.mean(forces))
+                point[f"{test}_std"] = float(np.std(forces))
+                point[f"{test}_energy"] = float(np.mean(energies))
+            points.append(point)
+        out[strategy] = points
+    return out
+
+
+def summary_table(curves: dict[str, list[dict[str, Any]]], tests: list[str]) -> dict:
+    """Labels (and kWh) each strategy needs to reach random's force RMSE at its largest budget."""
+    table: dict[str, dict[str, Any]] = {}
+    for test in tests:
+        target = curves["random"][-1][test]
+        budget = curves["random"][-1]["labels"]
+        row = {}
+        for strategy, curve in curves.items():
+            labels = labels_to_reach(curve, test, target)
+            row[strategy] = {
+                "labels": labels,
+                "ratio_to_random": None if labels is None else labels / budget,
+            }
+        table[test] = {"target_force_rmse": target, "random_labels": budget, "strategies": row}
+    return table
+
+
+def main() -> None:
+    args = arguments()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    name, pool, tests = load_dataset(args.dataset, args.test_every)
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    label_kwh = args.label_kwh
+    if label_kwh is None:
+        label_kwh = measure_label_kwh(pool[0], EnergyModel()) if name == "acac" else 0.0
+    print(f"{name}: pool {len(pool)} frames, tests {[len(t) for t in tests.values()]}")
+    runs: dict[str, list[list[dict[str, Any]]]] = {s: [] for s in args.strategies}
+    started = time.perf_counter()
+    for seed in range(args.seeds):
+        initial = [
+            int(i) for i in np.random.default_rng(seed).permutation(len(pool))[: args.initial]
+        ]
+        for strategy in args.strategies:
+            runs[strategy].append(Replay(strategy, seed, pool, tests, args, label_kwh).run(initial))
+    curves = mean_curves(runs, list(tests))
+    results = {
+        "dataset": name,
+        "label_kwh": label_kwh,
+        "runs": runs,
+        "curves": curves,
+        "table": summary_table(curves, list(tests)) if "random" in curves else {},
+        "wall_s": time.perf_counter() - started,
+        "meta": run_metadata(
+            seeds=args.seeds,
+            initial=args.initial,
+            batch=args.batch,
+            budget=args.budget,
+            committee=args.committee,
+            epochs=args.epochs,
+            window_quantile=args.window_quantile,
+            test_every=args.test_every,
+            threads=args.threads,
+        ),
+    }
+    stem = f"data_efficiency_{name}"
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    plot(results, list(tests), args.out / f"{stem}.png")
+    report(results, list(tests))
+
+
+def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(tests), figsize=(6 * len(tests), 8), squeeze=False)
+    for column, test in enumerate(tests):
+        for strategy, curve in results["curves"].items():
+            labels = [p["labels"] for p in curve]
+            forces = np.array([p[test] for p in curve]) * 1000
+            spread = np.array([p[f"{test}_std"] for p in curve]) * 1000
+            axes[0, column].errorbar(labels, forces, spread, marker="o", capsize=3, label=strategy)
+            axes[1, column].plot([p["kwh"] for p in curve], forces, "o-", label=strategy)
+        axes[0, column].set(
+            xlabel="labels", ylabel="force RMSE (meV/Å)", title=f"{results['dataset']}: {test}"
+        )
+        axes[1, column].set(
+            xlabel="total compute (kWh: labels + training + selection)",
+            ylabel="force RMSE (meV/Å)",
+            xscale="log",
+        )
+        for ax in axes[:, column]:
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+    meta = results["meta"]
+    fig.suptitle(
+        f"alflow data efficiency — {meta['seeds']} seeds, mean ± std; {meta['commit']}, "
+        f"{meta['date']}, {meta['machine']}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def report(results: dict[str, Any], tests: list[str]) -> None:
+    for test, row in results["table"].items():
+        print(
+            f"\n{results['dataset']} {test}: labels to reach random's "
+            f"{row['target_force_rmse'] * 1000:.0f} meV/Å (random: {row['random_labels']})"
+        )
+        for strategy, entry in row["strategies"].items():
+            labels = entry["labels"]
+            text = (
+                "not reached"
+                if labels is None
+                else f"{labels:5.1f} ({entry['ratio_to_random']:.2f}x)"
+            )
+            print(f"  {strategy:9s} {text}")
+
+
+if __name__ == "__main__":
+    main()
