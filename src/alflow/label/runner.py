@@ -104,6 +104,7 @@ def run_isolated(
     start = time.perf_counter()
     process.start()
     send.close()
+    ready = False
     try:
         ready = receive.poll(timeout_s)
         message = receive.recv() if ready else None
@@ -112,10 +113,14 @@ def run_isolated(
     finally:
         receive.close()
     wall = time.perf_counter() - start
-    if message is None and process.is_alive():
+    if not ready:
         _kill_group(process)
         return Outcome(None, f"timeout: no result after {timeout_s:g} s; killed", wall)
-    process.join()
+    # The pipe closes while the child is still exiting: wait for its exit status
+    # instead of mistaking a crash for a timeout.
+    process.join(_GRACE_S)
+    if process.is_alive():
+        _kill_group(process)
     if message is None:
         return Outcome(None, f"crashed: labeller process ended with {_exit(process)}", wall)
     kind, payload = message
