@@ -266,3 +266,21 @@ def test_changing_the_level_of_theory_is_refused(tmp_path, copper_files, capsys)
     err = capsys.readouterr().err
     assert "label: the dataset holds labels at ase-emt EMT" in err
     assert "allow_mixed_levels" in err
+
+
+def test_an_iteration_without_new_labels_keeps_its_models(tmp_path, copper_files):
+    """Nothing is uncertain enough to label (lo far above any deviation): iteration 1
+    adds no labels, so its committee is iteration 0's, kept without retraining."""
+    config = tmp_path / "idle.yaml"
+    text = write_config(tmp_path, copper_files, "cu-idle").read_text()
+    text = text.replace("lo: 0.02\n  hi: 0.8", "lo: 100.0\n  hi: 200.0")
+    text = text.replace("steps: 150", "steps: 40").replace("epochs: 20", "epochs: 8")
+    text = text.replace("max_iterations: 2", "max_iterations: 1")
+    config.write_text(text)
+    assert main(["run", str(config)]) == 0
+    state = latest_state(embedded_store(tmp_path / "cu-idle"), "cu-idle")
+    first, second = state.history
+    assert second.selected == 0 and second.labels_new == 0
+    assert [m.sha256 for m in second.models] == [m.sha256 for m in first.models]
+    assert all(m.iteration == 0 and m.compute is None for m in second.models)
+    assert "train" not in second.compute and "train" in first.compute

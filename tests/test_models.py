@@ -11,12 +11,13 @@ import pytest
 import torch
 from ase.io import write
 
+from alflow.accounting import ComputeRecord
 from alflow.config import FoundationConfig, GAPConfig, MACEConfig
 from alflow.frames import Frame, read_frames
 from alflow.train.foundation import FoundationModelError, check_coverage, inspect_foundation
 from alflow.train.gap import train_gap
 from alflow.train.mace import StartPoint, plan_start, train_mace
-from alflow.train.records import file_sha256
+from alflow.train.records import dataset_hash, file_sha256, kept_model
 from alflow.train.shallow import build_shallow_model, linearise, member_predictions
 from alflow.uncertainty import make_estimator
 from alflow.uncertainty.gap import GAPCalculator
@@ -266,3 +267,22 @@ def test_a_failing_trainer_reports_the_end_of_its_log(frames, tmp_path) -> None:
         .strip()
         .endswith(str(failure.value).splitlines()[-1].strip())
     )
+
+
+def test_a_model_is_kept_only_for_unchanged_labels(foundation) -> None:
+    labelled = dataset_hash(["a", "b"])
+    members = [
+        foundation.model_copy(
+            update={
+                "member": m,
+                "labelled_hash": labelled,
+                "compute": ComputeRecord(stage="train", wall_s=60.0),
+            }
+        )
+        for m in (0, 1)
+    ]
+    kept = kept_model(members, 1, dataset_hash(["b", "a"]))
+    assert kept is not None and kept.member == 1 and kept.compute is None
+    assert kept_model(members, 1, dataset_hash(["a", "b", "c"])) is None
+    assert kept_model(members, 2, labelled) is None
+    assert kept_model([foundation], 0, labelled) is None  # trained before hashes were kept

@@ -22,7 +22,7 @@ from alflow.config import GAPConfig
 from alflow.dataset import job_dataset
 from alflow.frames import Frame, write_extxyz
 from alflow.train.child import run_logged
-from alflow.train.records import ModelRecord, dataset_hash, file_sha256
+from alflow.train.records import ModelRecord, dataset_hash, file_sha256, kept_model
 
 
 class GAPFitError(RuntimeError):
@@ -60,16 +60,27 @@ class GAPTrainMaker(Maker):
     ) -> ModelRecord:
         """Fit the GAP of iteration ``iteration`` (same signature as the MACE trainer).
 
-        ``member`` names the model folder; ``previous`` is unused because a GAP is
-        refitted from scratch (a sparse GP fit has no weights to continue from).
+        ``member`` names the model folder; ``previous`` only serves to keep the
+        previous GAP when no labels were added: a GAP is otherwise refitted from
+        scratch (a sparse GP fit has no weights to continue from).
         """
-        del previous
         frames = job_dataset(campaign).frames(max_iteration=iteration)
+        labelled = dataset_hash([f.frame_id for f in frames])
+        previous = [ModelRecord.model_validate(m) for m in previous or []]
+        kept = kept_model(previous, member, labelled)
+        if kept is not None:
+            progress.report(iteration, "train", "no new labels, GAP kept")
+            return kept
         progress.report(iteration, "train", f"gap_fit on {len(frames)} frames")
         with Meter("train", self.name, self.energy_model) as meter:
             record = train_gap(frames, self.settings, Path(model_dir), f"gap_{member}", seed)
         return record.model_copy(
-            update={"iteration": iteration, "member": member, "compute": meter.record}
+            update={
+                "iteration": iteration,
+                "member": member,
+                "compute": meter.record,
+                "labelled_hash": labelled,
+            }
         )
 
 

@@ -26,7 +26,7 @@ from alflow.config import MACEConfig
 from alflow.dataset import job_dataset
 from alflow.frames import Frame, read_frames, write_extxyz
 from alflow.train.child import run_logged
-from alflow.train.records import ModelRecord, dataset_hash, file_sha256
+from alflow.train.records import ModelRecord, dataset_hash, file_sha256, kept_model
 
 #: Replay frames for multihead fine-tuning, in the training work folder.
 REPLAY_FILE = "replay.xyz"
@@ -133,6 +133,11 @@ class MACETrainMaker(Maker):
         """
         frames = job_dataset(campaign).frames(max_iteration=iteration)
         previous = [ModelRecord.model_validate(m) for m in previous or []]
+        labelled = dataset_hash([f.frame_id for f in frames])
+        kept = kept_model(previous, member, labelled)
+        if kept is not None:
+            progress.report(iteration, "train", f"member {member}: no new labels, model kept")
+            return kept
         start = plan_start(self.settings, iteration, member, previous)
         if self.settings.bootstrap and self.settings.uncertainty == "committee":
             frames = bootstrap_resample(frames, seed)
@@ -158,7 +163,12 @@ class MACETrainMaker(Maker):
             if self.settings.uncertainty == "shallow":
                 record = add_shallow_ensemble(record, frames, self.settings, seed)
         return record.model_copy(
-            update={"iteration": iteration, "member": member, "compute": meter.record}
+            update={
+                "iteration": iteration,
+                "member": member,
+                "compute": meter.record,
+                "labelled_hash": labelled,
+            }
         )
 
 

@@ -34,6 +34,11 @@ class ModelRecord(BaseModel):
     seed: int = Field(description="Random seed of the training run.")
     n_train_frames: int = Field(description="Labelled frames it was trained on.")
     dataset_hash: str = Field(description="Hash of the sorted frame ids trained on.")
+    labelled_hash: str | None = Field(
+        None,
+        description="Hash of the campaign's labelled frames when it was trained (before "
+        "any bootstrap resampling): a model is kept while this does not change.",
+    )
     metrics: dict[str, float] = Field(
         default_factory=dict,
         description="Final errors on the trainer's own validation split "
@@ -66,6 +71,19 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def kept_model(previous: list[ModelRecord], member: int, labelled_hash: str) -> ModelRecord | None:
+    """The previous model of ``member`` if it was trained on exactly these labels.
+
+    An iteration that added no labels (nothing selected, or every label failed)
+    would retrain on the same data; keeping the model saves that compute. The
+    returned record has no compute: its training was already accounted for.
+    """
+    for model in previous:
+        if model.member == member and model.labelled_hash == labelled_hash:
+            return model.model_copy(update={"compute": None})
+    return None
 
 
 def dataset_hash(frame_ids: list[str]) -> str:

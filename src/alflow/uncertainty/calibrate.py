@@ -160,8 +160,13 @@ CALIBRATION_FILE = "calibration.json"
 
 
 def save_calibration(calibration: Calibration, model_dir: Path) -> Path:
-    """Store the calibration with the models it belongs to."""
+    """Store the calibration with the models it belongs to.
+
+    The folder is created when missing: an iteration that kept the previous models
+    trained nothing in it, yet its calibration is still recorded there.
+    """
     path = Path(model_dir) / CALIBRATION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(calibration.model_dump_json(indent=2))
     return path
 
