@@ -26,3 +26,48 @@ def run_metadata(**extra: Any) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         **extra,
     }
+
+
+def copper_campaign(
+    folder: Path,
+    name: str,
+    *,
+    seed: int,
+    epochs: int,
+    threads: int,
+    steps: int,
+    iterations: int,
+    temperature_k: float | list[float],
+    select: dict[str, Any],
+    bootstrap: dict[str, Any],
+    validation: str,
+) -> Any:
+    """An fcc copper (EMT) campaign of the default shape: committee of 4, 2 MD runs.
+
+    ``folder`` must hold ``cu.xyz`` and the ``validation`` file; the campaign writes
+    to ``folder/name``.
+    """
+    from alflow.config import Campaign
+
+    return Campaign.model_validate(
+        {
+            "name": name,
+            "seed": seed,
+            "output": str(folder / name),
+            "system": {"structures": "cu.xyz"},
+            "data": {"bootstrap": bootstrap, "validation": validation},
+            "label": {"calculator": "emt"},
+            "train": {"committee": 4, "epochs": epochs, "threads": threads},
+            "explore": {
+                "runs": 2,
+                "steps": steps,
+                "timestep_fs": 2.0,
+                "temperature_K": temperature_k,
+                "record_every": 10,
+            },
+            "select": select,
+            # accurate_fraction 0.999: the run lasts its iterations, for comparable costs
+            "stop": {"max_iterations": iterations, "accurate_fraction": 0.999},
+        },
+        context={"base_dir": str(folder)},
+    )

@@ -33,7 +33,9 @@ pool ``training.json``, test ``test.json``), or any extxyz file with energies an
 forces (``--dataset path.xyz``: a random fifth is the test set).
 
 Run ``python benchmarks/data_efficiency.py --dataset acac`` (see ``--help``); results
-go to ``benchmarks/results/data_efficiency_<dataset>.json`` and ``.png``.
+go to ``benchmarks/results/data_efficiency_<dataset>.json`` and ``.png``. Finished
+(strategy, seed) runs are kept under ``--work``: an interrupted run started again with
+the same settings resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ class Replay:
         self.work = args.work / f"{strategy}_{seed}"
         self.kwh = 0.0
         self.species = sorted({z for f in pool for z in f.numbers})
+        self.periodic = all(pool[0].pbc)
 
     def run(self, initial: list[int]) -> list[dict[str, Any]]:
         labelled = list(initial)
@@ -212,7 +215,7 @@ class Replay:
             lo = float(np.quantile(deviations, self.args.window_quantile))
             scores = None
             if self.strategy in {"soap-fps", "alflow"}:
-                descriptor = SOAPDescriptor(self.species, SOAPSettings())
+                descriptor = SOAPDescriptor(self.species, SOAPSettings(), self.periodic)
                 scores = score_candidates(
                     descriptor,
                     [self.pool[i].to_atoms(with_labels=False) for i in candidates],
@@ -260,6 +263,36 @@ class Replay:
             "kwh": self.kwh + n_labels * self.label_kwh,
             "tests": tests,
         }
+
+
+class FinishedRuns:
+    """Curves of finished (strategy, seed) runs, kept on disk so that an interrupted
+    benchmark resumes where it stopped. A curve is reused only when every setting
+    that shapes it is the same."""
+
+    def __init__(self, folder: Path, args: argparse.Namespace, label_kwh: float) -> None:
+        keys = ("initial", "batch", "budget", "committee", "epochs", "window_quantile")
+        self.settings = {k: getattr(args, k) for k in keys}
+        self.settings |= {"test_every": args.test_every, "label_kwh": label_kwh}
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, strategy: str, seed: int) -> Path:
+        return self.folder / f"{strategy}_{seed}.json"
+
+    def get(self, strategy: str, seed: int) -> list[dict[str, Any]] | None:
+        path = self._path(strategy, seed)
+        if not path.is_file():
+            return None
+        saved = json.loads(path.read_text())
+        if saved["settings"] != self.settings:
+            return None
+        print(f"  {strategy} seed {seed}: finished earlier ({path})")
+        return saved["curve"]
+
+    def put(self, strategy: str, seed: int, curve: list[dict[str, Any]]) -> None:
+        path = self._path(strategy, seed)
+        path.write_text(json.dumps({"settings": self.settings, "curve": curve}))
 
 
 def committee_deviation(models: list[str], frames: list[Frame]) -> np.ndarray:
@@ -335,17 +368,27 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     label_kwh = args.label_kwh
+    measured = args.work / name / "label_kwh.json"  # measured once, reused on resume
+    if label_kwh is None and measured.is_file():
+        label_kwh = json.loads(measured.read_text())["label_kwh"]
     if label_kwh is None:
         label_kwh = measure_label_kwh(pool[0], EnergyModel()) if name == "acac" else 0.0
+        measured.parent.mkdir(parents=True, exist_ok=True)
+        measured.write_text(json.dumps({"label_kwh": label_kwh}))
     print(f"{name}: pool {len(pool)} frames, tests {[len(t) for t in tests.values()]}")
     runs: dict[str, list[list[dict[str, Any]]]] = {s: [] for s in args.strategies}
     started = time.perf_counter()
+    finished = FinishedRuns(args.work / name, args, label_kwh)
     for seed in range(args.seeds):
         initial = [
             int(i) for i in np.random.default_rng(seed).permutation(len(pool))[: args.initial]
         ]
         for strategy in args.strategies:
-            runs[strategy].append(Replay(strategy, seed, pool, tests, args, label_kwh).run(initial))
+            curve = finished.get(strategy, seed)
+            if curve is None:
+                curve = Replay(strategy, seed, pool, tests, args, label_kwh).run(initial)
+                finished.put(strategy, seed, curve)
+            runs[strategy].append(curve)
     curves = mean_curves(runs, list(tests))
     results = {
         "dataset": name,

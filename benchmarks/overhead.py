@@ -24,7 +24,7 @@ from typing import Any
 
 from ase.build import bulk
 from ase.io import write
-from common import run_metadata
+from common import copper_campaign, run_metadata
 from jobflow import run_locally
 
 from alflow.campaign import campaign_flow
@@ -56,29 +56,18 @@ def campaign(folder: Path, args: argparse.Namespace) -> Campaign:
     for i, atoms in enumerate(validation):
         atoms.rattle(0.08, seed=100 + i)
     write(folder / "validation.xyz", label_with_emt(validation))
-    return Campaign.model_validate(
-        {
-            "name": "overhead",
-            "seed": 3,
-            "output": str(folder / "run"),
-            "system": {"structures": "cu.xyz"},
-            "data": {
-                "bootstrap": {"n_frames": 10, "rattle_std": 0.06, "strain": 0.02},
-                "validation": "validation.xyz",
-            },
-            "label": {"calculator": "emt"},
-            "train": {"committee": 4, "epochs": args.epochs, "threads": args.threads},
-            "explore": {
-                "runs": 2,
-                "steps": args.steps,
-                "timestep_fs": 2.0,
-                "temperature_K": 600,
-                "record_every": 10,
-            },
-            "select": {"lo": 0.01, "hi": 5.0, "max_per_iteration": 8},
-            "stop": {"max_iterations": args.iterations, "accurate_fraction": 0.999},
-        },
-        context={"base_dir": str(folder)},
+    return copper_campaign(
+        folder,
+        "run",
+        seed=3,
+        epochs=args.epochs,
+        threads=args.threads,
+        steps=args.steps,
+        iterations=args.iterations,
+        temperature_k=600,
+        select={"lo": 0.01, "hi": 5.0, "max_per_iteration": 8},
+        bootstrap={"n_frames": 10, "rattle_std": 0.06, "strain": 0.02},
+        validation="validation.xyz",
     )
 
 
