@@ -336,6 +336,7 @@ def mean_curves(runs: dict[str, list[list[dict[str, Any]]]], tests: list[str]) -
                 point[test] = float(np.mean(forces))
                 point[f"{test}_std"] = float(np.std(forces))
                 point[f"{test}_energy"] = float(np.mean(energies))
+                point[f"{test}_energy_std"] = float(np.std(energies))
             points.append(point)
         out[strategy] = points
     return out
@@ -421,25 +422,33 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(tests), figsize=(6 * len(tests), 8), squeeze=False)
+    # rows: force and energy RMSE, each against labels and against total kWh
+    rows = [
+        ("", "force RMSE (meV/Å)", "labels"),
+        ("", "force RMSE (meV/Å)", "kwh"),
+        ("_energy", "energy RMSE (meV/atom)", "labels"),
+        ("_energy", "energy RMSE (meV/atom)", "kwh"),
+    ]
+    fig, axes = plt.subplots(4, len(tests), figsize=(6 * len(tests), 15), squeeze=False)
     for column, test in enumerate(tests):
-        for strategy, curve in results["curves"].items():
-            labels = [p["labels"] for p in curve]
-            forces = np.array([p[test] for p in curve]) * 1000
-            spread = np.array([p[f"{test}_std"] for p in curve]) * 1000
-            axes[0, column].errorbar(labels, forces, spread, marker="o", capsize=3, label=strategy)
-            axes[1, column].plot([p["kwh"] for p in curve], forces, "o-", label=strategy)
-        axes[0, column].set(
-            xlabel="labels", ylabel="force RMSE (meV/Å)", title=f"{results['dataset']}: {test}"
-        )
-        axes[1, column].set(
-            xlabel="total compute (kWh: labels + training + selection)",
-            ylabel="force RMSE (meV/Å)",
-            xscale="log",
-        )
-        for ax in axes[:, column]:
-            ax.set_yscale("log")
+        for row, (suffix, ylabel, x) in enumerate(rows):
+            ax = axes[row, column]
+            for strategy, curve in results["curves"].items():
+                xs = [p[x] for p in curve]
+                ys = np.array([p[f"{test}{suffix}"] for p in curve]) * 1000
+                spread = np.array([p[f"{test}{suffix}_std"] for p in curve]) * 1000
+                ax.errorbar(xs, ys, spread, marker="o", capsize=3, label=strategy)
+            xlabel = (
+                "labels" if x == "labels" else "total compute (kWh: labels + training + selection)"
+            )
+            ax.set(
+                xlabel=xlabel,
+                ylabel=ylabel,
+                yscale="log",
+                xscale="linear" if x == "labels" else "log",
+            )
             ax.legend(fontsize=7)
+        axes[0, column].set_title(f"{results['dataset']}: {test}")
     meta = results["meta"]
     fig.suptitle(
         f"alflow data efficiency — {meta['seeds']} seeds, mean ± std; {meta['commit']}, "

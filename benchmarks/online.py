@@ -12,7 +12,7 @@ EMT costs almost nothing, so its labels do not weigh: ``--label-kwh`` adds a nom
 DFT cost per label (0 by default, reported in the JSON) to show how the comparison
 moves when labels are expensive.
 
-Run ``python benchmarks/online.py`` (about 30 minutes on 2 cores with the defaults);
+Run ``python benchmarks/online.py`` (about 55 minutes on 2 cores with the defaults);
 results go to ``benchmarks/results/online.json`` and ``online.png``.
 """
 
@@ -44,8 +44,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--per-iteration", type=int, default=6, help="labels per iteration")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--steps", type=int, default=400, help="MD steps per run")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=300, help="MD steps per run")
     parser.add_argument("--test-temperature", type=float, default=1200.0)
     parser.add_argument("--label-kwh", type=float, default=0.0, help="nominal DFT kWh per label")
     parser.add_argument("--threads", type=int, default=2)
