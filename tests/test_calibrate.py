@@ -15,6 +15,7 @@ from alflow.uncertainty.calibrate import (
     fit_element_scales,
     fit_scale,
 )
+from alflow.uncertainty.frame_error import expected_max_error
 
 
 def gaussian_errors(sigma: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
@@ -110,7 +111,12 @@ def test_calculators_apply_the_factor_of_each_atoms_element() -> None:
     water = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
     calc.calculate(water, ["force_deviation"])
     assert calc.results["forces_std"] == pytest.approx([0.1, 0.5, 0.5])
-    assert calc.results["force_deviation"] == pytest.approx(0.5)
+    assert calc.results["max_force_std"] == pytest.approx(0.5)
+    # the frame uncertainty is the expected largest error of the three atoms
+    assert calc.results["force_deviation"] == pytest.approx(
+        expected_max_error(np.array([0.1, 0.5, 0.5]))
+    )
+    assert calc.results["force_deviation"] > 0.5
     assert calc.results["raw_force_deviation"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="H must be positive"):
         FixedSpread(element_scales={"H": 0.0})

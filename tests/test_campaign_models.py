@@ -13,6 +13,7 @@ from alflow.query import dataset, latest_state
 from alflow.store import embedded_store
 from alflow.train.records import ModelRecord, file_sha256
 from alflow.uncertainty import make_estimator
+from alflow.uncertainty.frame_error import expected_max_error
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +74,13 @@ def explored_frames_use_the_calibrated_scale(state, data) -> None:
         assert calc.results["force_deviation"] == pytest.approx(
             frame.provenance.deviation, rel=1e-5
         )
+        # one element: the calibrated DP-GEN measure is the raw one times the factor,
+        # and the frame uncertainty is the expected max error of the calibrated sigmas
         assert calc.results["raw_force_deviation"] * scale == pytest.approx(
-            frame.provenance.deviation, rel=1e-5
+            calc.results["max_force_std"], rel=1e-9
+        )
+        assert frame.provenance.deviation == pytest.approx(
+            expected_max_error(calc.results["forces_std"]), rel=1e-9
         )
 
 

@@ -13,6 +13,7 @@ from alflow.config import ExploreConfig
 from alflow.explore.md import broken_structure, ramp_temperature, run_md
 from alflow.frames import Frame
 from alflow.uncertainty.base import UncertaintyCalculator
+from alflow.uncertainty.frame_error import expected_max_error
 
 
 class EMTWithUncertainty(UncertaintyCalculator):
@@ -68,7 +69,9 @@ def test_nvt_keeps_the_cell_and_records_frames(copper):
     assert result.steps_done == 200 and not result.stopped_early
     assert len(result.frames) == 10 and result.pressure_GPa is None
     assert all(np.allclose(f.cell, copper.cell) for f in result.frames)
-    assert all(f.provenance.deviation == pytest.approx(0.1) for f in result.frames)
+    # 32 atoms at 0.1 eV/Å each: the frame's expected largest error
+    expected = expected_max_error(np.full(32, 0.1))
+    assert all(f.provenance.deviation == pytest.approx(expected) for f in result.frames)
 
 
 @pytest.mark.parametrize("ensemble", ["npt-mtk", "npt-berendsen"])

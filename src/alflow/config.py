@@ -324,8 +324,19 @@ class ExploreConfig(_Section):
 class SelectConfig(_Section):
     """Which explored frames are worth a label."""
 
-    lo: float = Field(0.05, ge=0, description="Deviation (eV/Å) below which a frame is trusted.")
-    hi: float = Field(0.5, gt=0, description="Deviation (eV/Å) above which a frame is unphysical.")
+    lo: float = Field(
+        0.05,
+        ge=0,
+        description="Frame uncertainty (predicted max force error, calibrated; eV/Å) "
+        "below which a frame is trusted.",
+    )
+    hi: float = Field(
+        0.5,
+        gt=0,
+        description="Frame uncertainty (predicted max force error, calibrated; eV/Å) "
+        "above which a frame is taken as unphysical (DP-GEN's 'failed': not labelled, "
+        "and MD runs stop after explore.patience such frames).",
+    )
     max_per_iteration: int = Field(8, ge=1, description="Labels per iteration, at most.")
     strategy: Literal["alflow", "dpgen", "max-uncertainty", "soap-fps"] = Field(
         "alflow",

@@ -51,7 +51,8 @@ class Provenance(BaseModel):
     explorer_run: str | None = Field(None, description="Id of the MD run, if any.")
     step: int | None = Field(None, description="MD step at which it was recorded.")
     deviation: float | None = Field(
-        None, description="Calibrated max force uncertainty when recorded (eV/Å)."
+        None,
+        description="Frame uncertainty when recorded: calibrated predicted max force error (eV/Å).",
     )
     selection_rank: int | None = Field(
         None, description="Position in the selected batch (0 = picked first)."

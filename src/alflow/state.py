@@ -41,7 +41,9 @@ class IterationRecord(BaseModel):
         default_factory=list, description="Held-out force RMSE of each member."
     )
     mean_force_deviation: float | None = Field(
-        None, description="Mean calibrated max force uncertainty on the held-out frames."
+        None,
+        description="Mean frame uncertainty (calibrated predicted max force error) on the "
+        "held-out frames.",
     )
     calibration: Calibration | None = Field(
         None, description="Uncertainty calibration fitted on the held-out frames."

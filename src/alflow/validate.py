@@ -25,6 +25,7 @@ from alflow.uncertainty.calibrate import (
     calibrate,
     save_calibration,
 )
+from alflow.uncertainty.frame_error import expected_max_error
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -51,7 +52,8 @@ class ValidationResult(BaseModel):
         description="Force RMSE of each committee or shallow-ensemble member.",
     )
     mean_force_deviation: float = Field(
-        description="Mean calibrated max force uncertainty over the frames (eV/Å)."
+        description="Mean over the frames of the calibrated predicted max force error "
+        "(the frame uncertainty that selection uses, eV/Å)."
     )
     calibration: Calibration | None = Field(
         None, description="Scale fitted on these frames for the force uncertainties."
@@ -121,7 +123,7 @@ def validate_estimator(
         ]
     calibration = calibrate(sigma, errors, symbols)
     calibrated_deviation = [
-        float((s * atom_factors(z, calibration.scale, calibration.element_scales)).max())
+        expected_max_error(s * atom_factors(z, calibration.scale, calibration.element_scales))
         for s, z in zip(sigma, symbols, strict=True)
     ]
     return metrics, member_rmse, calibration, calibrated_deviation

@@ -8,12 +8,17 @@ An estimator is an ASE calculator whose results hold, besides ``energy`` and
 ``forces_std``
     per-atom force uncertainty, shape (N,) (eV/Å);
 ``force_deviation``
-    the frame's largest per-atom force uncertainty (eV/Å): what selection and
-    early stopping compare with ``lo`` and ``hi``.
+    the frame's predicted largest force error (eV/Å): the expected maximum over
+    atoms of the force-error norm if each atom's error were Gaussian with its
+    calibrated uncertainty (:mod:`alflow.uncertainty.frame_error`). This is what
+    selection and early stopping compare with ``lo`` and ``hi``;
+``max_force_std``
+    the largest calibrated per-atom uncertainty (DP-GEN's frame measure, calibrated).
 
 Force uncertainties are multiplied by the calibration factors fitted on held-out
 frames (:mod:`alflow.uncertainty.calibrate`): ``element_scales`` per element where
-given, else ``scale``; ``raw_force_deviation`` keeps the uncalibrated value.
+given, else ``scale``; ``raw_force_deviation`` keeps DP-GEN's uncalibrated
+``max_i sigma_i``.
 Estimators that are expensive compute the uncertainty only when one of these
 properties is asked for (``calc.get_property("force_deviation")``).
 """
@@ -26,13 +31,20 @@ import numpy as np
 from ase.calculators.calculator import Calculator
 
 from alflow.uncertainty.calibrate import atom_factors
+from alflow.uncertainty.frame_error import expected_max_error
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from ase import Atoms
 
-UNCERTAINTY_PROPERTIES = ("energy_std", "forces_std", "force_deviation", "raw_force_deviation")
+UNCERTAINTY_PROPERTIES = (
+    "energy_std",
+    "forces_std",
+    "force_deviation",
+    "max_force_std",
+    "raw_force_deviation",
+)
 
 
 class UncertaintyCalculator(Calculator):
@@ -80,7 +92,8 @@ class UncertaintyCalculator(Calculator):
         self.results.update(
             energy_std=float(energy_std),
             forces_std=calibrated,
-            force_deviation=float(calibrated.max()) if calibrated.size else 0.0,
+            force_deviation=expected_max_error(calibrated),
+            max_force_std=float(calibrated.max()) if calibrated.size else 0.0,
             raw_force_deviation=raw,
         )
 
