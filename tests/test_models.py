@@ -219,6 +219,35 @@ def test_make_estimator_rejects_mixed_or_wrong_counts(foundation, workdir) -> No
         make_estimator([foundation])
 
 
+def test_committee_driven_by_its_first_member(frames, foundation, workdir) -> None:
+    from mace.calculators import MACECalculator
+
+    from alflow.uncertainty.committee import CommitteeCalculator
+
+    other = train_mace(frames[:12], MACEConfig(**TINY), workdir, "other", seed=5)
+    paths = [foundation.path, other.path]
+    lazy = CommitteeCalculator(paths, forces="first")
+    full = CommitteeCalculator(paths, forces="mean")
+    single = MACECalculator(model_paths=foundation.path, device="cpu", default_dtype="float64")
+    atoms = frames[20].to_atoms(with_labels=False)
+    single.calculate(atoms.copy(), ["energy", "forces"])
+    # an MD step: member 0 only, no committee
+    lazy.calculate(atoms.copy(), ["energy", "forces"])
+    assert np.allclose(lazy.results["forces"], single.results["forces"])
+    assert "forces_committee" not in lazy.results and "force_deviation" not in lazy.results
+    # a recorded step: still member 0's forces, and the full committee's spread
+    lazy.calculate(atoms.copy(), ["energy", "forces", "force_deviation"])
+    full.calculate(atoms.copy(), ["energy", "forces", "force_deviation"])
+    assert np.allclose(lazy.results["forces"], single.results["forces"])
+    assert np.allclose(lazy.results["forces_committee"], full.results["forces_committee"])
+    assert np.allclose(lazy.results["forces_std"], full.results["forces_std"])
+    assert lazy.results["force_deviation"] == pytest.approx(full.results["force_deviation"])
+    assert np.allclose(full.results["forces"], full.results["forces_committee"].mean(axis=0))
+    assert not np.allclose(full.results["forces"], single.results["forces"])
+    with pytest.raises(ValueError, match="'mean' or 'first'"):
+        CommitteeCalculator(paths, forces="median")
+
+
 def test_start_point_defaults_to_scratch() -> None:
     start = StartPoint("scratch", None, None, 5, 0.01)
     assert start.model is None

@@ -112,7 +112,7 @@ class MDMaker(Maker):
         """
         run_id = f"it{iteration:03d}-run{run:02d}"
         with Meter("explore", self.name, self.energy_model) as meter:
-            calc = make_estimator(models, scale, element_scales)
+            calc = make_estimator(models, scale, element_scales, self.settings.committee_forces)
             result = run_md(
                 calc,
                 structure,

@@ -23,6 +23,7 @@ def make_estimator(
     models: Sequence[ModelRecord],
     scale: float = 1.0,
     element_scales: Mapping[str, float] | None = None,
+    committee_forces: str = "mean",
 ) -> UncertaintyCalculator:
     """The estimator for an iteration's models (files checked against their sha256).
 
@@ -35,6 +36,10 @@ def make_estimator(
         Calibration factor of the force uncertainties.
     element_scales
         Calibration factor per element, used instead of ``scale`` where given.
+    committee_forces
+        For a committee: ``"mean"`` predicts with the mean of the members, ``"first"``
+        with member 0 and runs the others only for uncertainties (cheaper MD);
+        ignored by the other estimators, whose prediction is one model anyway.
 
     Raises
     ------
@@ -53,7 +58,7 @@ def make_estimator(
     if kind == "mace":
         from alflow.uncertainty.committee import CommitteeCalculator
 
-        return CommitteeCalculator(paths, **factors)
+        return CommitteeCalculator(paths, forces=committee_forces, **factors)
     if len(paths) != 1:
         raise ValueError(f"a '{kind}' estimator takes one model, got {len(paths)}")
     if kind == "mace-shallow":

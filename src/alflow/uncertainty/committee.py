@@ -9,12 +9,18 @@ over atoms,
 :class:`CommitteeCalculator` is an ASE calculator that returns the committee mean as
 energy and forces (what MD integrates) plus these spreads, so that the same object
 drives MD and scores candidate frames in batch.
+
+With ``forces="first"`` it returns member 0's energy and forces instead and
+evaluates the other members only when an uncertainty is asked for, as DP-GEN's
+LAMMPS driver does: MD then integrates one model at every step and pays for the
+committee only at the steps it records (about 1/K of the cost per step at
+``record_every`` 10, see benchmarks/md_throughput.py).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from ase.calculators.calculator import all_changes
@@ -67,11 +73,14 @@ class CommitteeCalculator(UncertaintyCalculator):
         Torch device.
     default_dtype
         Precision to evaluate in.
+    forces
+        ``"mean"``: energy, forces and stress are the committee mean and every member
+        runs at every call. ``"first"``: they are member 0's, and the other members
+        run only when an uncertainty property is requested.
 
     Notes
     -----
-    Every member runs at every call, so the uncertainty is always computed.
-    ``forces_committee`` (K, N, 3) holds the members' forces.
+    ``forces_committee`` (K, N, 3) holds the members' forces whenever all ran.
     """
 
     kind = "committee"
@@ -82,20 +91,21 @@ class CommitteeCalculator(UncertaintyCalculator):
         scale: float = 1.0,
         device: str = "cpu",
         default_dtype: str = "float64",
+        forces: Literal["mean", "first"] = "mean",
         **kwargs: Any,
     ) -> None:
-        from mace.calculators import MACECalculator
-
         super().__init__(scale=scale, **kwargs)
         if len(model_paths) < 2:
             raise ValueError("a committee needs at least two model files")
+        if forces not in ("mean", "first"):
+            raise ValueError(f"forces must be 'mean' or 'first', got {forces!r}")
         self.model_paths = [str(p) for p in model_paths]
-        with warnings.catch_warnings():
-            # mace-torch loads its own pickled models on purpose and warns about it
-            warnings.filterwarnings("ignore", message=".*weights_only.*")
-            self._mace = MACECalculator(
-                model_paths=self.model_paths, device=device, default_dtype=default_dtype
-            )
+        self.forces_from = forces
+        if forces == "mean":
+            self._mace = _mace_calculator(self.model_paths, device, default_dtype)
+        else:
+            self._first = _mace_calculator(self.model_paths[:1], device, default_dtype)
+            self._others = _mace_calculator(self.model_paths[1:], device, default_dtype)
 
     @property
     def size(self) -> int:
@@ -108,11 +118,13 @@ class CommitteeCalculator(UncertaintyCalculator):
         properties: list[str] | None = None,
         system_changes: list[str] = all_changes,
     ) -> None:
-        """Evaluate every member and reduce to mean and spread."""
+        """Evaluate the members and reduce to the prediction and the spread."""
         super().calculate(atoms, properties, system_changes)
+        if self.forces_from == "first":
+            self._calculate_first(properties)
+            return
         self._mace.calculate(self.atoms, ["energy", "forces"], all_changes)
-        members = np.asarray(self._mace.results["forces_comm"])
-        energies = np.asarray(self._mace.results["energy_comm"])
+        members, energies = _members(self._mace)
         self.results = {
             "energy": float(energies.mean()),
             "free_energy": float(energies.mean()),
@@ -122,3 +134,40 @@ class CommitteeCalculator(UncertaintyCalculator):
         if self.atoms.pbc.all() and self._mace.results.get("stress") is not None:
             self.results["stress"] = np.asarray(self._mace.results["stress"])  # for NPT
         self._store_uncertainty(float(energies.std()), per_atom_force_deviation(members))
+
+    def _calculate_first(self, properties: list[str] | None) -> None:
+        """Member 0 always; the others only for an uncertainty."""
+        self._first.calculate(self.atoms, ["energy", "forces"], all_changes)
+        first = self._first.results
+        energy = float(first["energy"])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": np.asarray(first["forces"]),
+        }
+        if self.atoms.pbc.all() and first.get("stress") is not None:
+            self.results["stress"] = np.asarray(first["stress"])
+        if not self.wants_uncertainty(properties):
+            return
+        self._others.calculate(self.atoms, ["energy", "forces"], all_changes)
+        others, other_energies = _members(self._others)
+        members = np.concatenate([np.asarray(first["forces"])[None], others])
+        energies = np.concatenate([[energy], other_energies])
+        self.results["forces_committee"] = members
+        self._store_uncertainty(float(energies.std()), per_atom_force_deviation(members))
+
+
+def _mace_calculator(paths: list[str], device: str, default_dtype: str) -> Any:
+    from mace.calculators import MACECalculator
+
+    with warnings.catch_warnings():
+        # mace-torch loads its own pickled models on purpose and warns about it
+        warnings.filterwarnings("ignore", message=".*weights_only.*")
+        return MACECalculator(model_paths=paths, device=device, default_dtype=default_dtype)
+
+
+def _members(calc: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Forces (K, N, 3) and energies (K,) of every model of a MACE calculator."""
+    if len(calc.models) == 1:
+        return np.asarray(calc.results["forces"])[None], np.asarray([calc.results["energy"]])
+    return np.asarray(calc.results["forces_comm"]), np.asarray(calc.results["energy_comm"])
