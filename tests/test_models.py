@@ -55,7 +55,7 @@ def test_scratch_record_describes_the_model(foundation, workdir: Path) -> None:
 def test_plan_start_prefers_warm_start_then_foundation(foundation) -> None:
     warm = MACEConfig(**TINY, warm_start_epochs=2)
     start = plan_start(warm, iteration=1, member=3, previous=[foundation, foundation])
-    assert (start.mode, start.epochs, start.lr) == ("warm", 2, warm.lr / 2)
+    assert (start.mode, start.epochs, start.lr) == ("warm", 2, warm.lr)
     assert start.parent_sha256 == foundation.sha256
     # iteration 0 has nothing to continue from
     assert plan_start(warm, 0, 0, []).mode == "scratch"

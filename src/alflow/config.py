@@ -168,7 +168,7 @@ class MACEConfig(_Section):
         None,
         ge=1,
         description="From iteration 1 on, continue each member from its weights of the "
-        "previous iteration for this many epochs (at half the learning rate) instead "
+        "previous iteration for this many epochs (same learning rate) instead "
         "of training from scratch; null retrains from scratch.",
     )
     foundation: FoundationConfig | None = Field(

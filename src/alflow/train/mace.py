@@ -56,14 +56,15 @@ def plan_start(
 
     Warm start (when ``warm_start_epochs`` is set and a previous model exists)
     continues from the previous iteration's weights of the same member, for fewer
-    epochs at half the learning rate. Otherwise a foundation model is fine-tuned
-    when one is configured, else training starts from scratch.
+    epochs at the same learning rate (a lower or decaying one absorbed new frames
+    more slowly on acetylacetone; see docs/architecture.md). Otherwise a foundation
+    model is fine-tuned when one is configured, else training starts from scratch.
     """
     if settings.warm_start_epochs is not None and iteration >= 1 and previous:
         parent = previous[member % len(previous)]
         model = Path(parent.backbone or parent.path)
         sha = file_sha256(model) if parent.backbone else parent.sha256
-        return StartPoint("warm", model, sha, settings.warm_start_epochs, settings.lr / 2)
+        return StartPoint("warm", model, sha, settings.warm_start_epochs, settings.lr)
     if settings.foundation is not None:
         path = Path(settings.foundation.path)
         return StartPoint(
