@@ -7,20 +7,24 @@ frames of that file; test on ``test_MD_300K.xyz`` and ``test_MD_600K.xyz``.
 Estimators: a committee of K=4 MACE models, a shallow ensemble on member 0 of the
 committee (same backbone, so the comparison isolates the estimator), and a GAP.
 Each estimator is calibrated per element on the held-out frames, as a campaign
-does. For each: Spearman correlation between the predicted frame uncertainty (max
-over atoms of the calibrated per-atom uncertainty) and the true max force error of
-the mean prediction (also with one factor for all elements, for comparison); calibration (ENCE and
-the ratio of root mean predicted variance to observed MSE, per atom); inference
-cost per frame relative to one MACE model, all measured in this one run.
+does. For each: Spearman correlation (with a 95 % bootstrap interval) between the
+predicted frame uncertainty (alflow's ``force_deviation``: the expected max force
+error given the calibrated per-atom uncertainties) and the true max force error of
+the mean prediction; the same for DP-GEN's measure (max over atoms of the
+calibrated per-atom uncertainty) and with one factor for all elements, for
+comparison; calibration (ENCE and the ratio of root mean predicted variance to
+observed MSE, per atom); inference cost per frame relative to one MACE model, all
+measured in this one run.
 
-Warm start: member 0 plays iteration 0. Each of ``--warm-iterations`` further
-iterations adds ``--n-extra`` frames. One chain retrains from scratch every
-iteration (``--epochs``); the other continues from its own previous iteration's
-weights for ``--warm-epochs``, as a campaign with ``train.warm_start_epochs`` does.
-The CPU time of the iterations after the first and the test errors at every
-iteration are compared.
+Warm start: committee members 0..``--warm-seeds``-1 play iteration 0 of as many
+chains. Each of ``--warm-iterations`` further iterations adds ``--n-extra`` frames.
+One branch of a chain retrains from scratch every iteration (``--epochs``); the
+other continues from its own previous iteration's weights for ``--warm-epochs``, as
+a campaign with ``train.warm_start_epochs`` does; both with the chain's seed. The
+CPU time of the iterations after the first and the final test errors (mean over
+chains) are compared.
 
-Run ``python benchmarks/uncertainty.py`` (about 15 minutes on 2 cores); results go
+Run ``python benchmarks/uncertainty.py`` (about 50 minutes on 2 cores); results go
 to ``benchmarks/results/uncertainty.json`` and ``uncertainty.png``.
 """
 
@@ -50,6 +54,7 @@ from alflow.uncertainty.calibrate import (
     expected_normalized_calibration_error,
 )
 from alflow.uncertainty.committee import CommitteeCalculator
+from alflow.uncertainty.frame_error import expected_max_error
 from alflow.uncertainty.gap import GAPCalculator
 from alflow.uncertainty.shallow import ShallowEnsembleCalculator
 
@@ -66,7 +71,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--n-extra", type=int, default=25, help="new frames per iteration")
     parser.add_argument("--warm-iterations", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--warm-epochs", type=int, default=15)
+    parser.add_argument("--warm-epochs", type=int, default=12)
+    parser.add_argument("--warm-seeds", type=int, default=2, help="warm/scratch chains")
     parser.add_argument("--committee", type=int, default=4)
     parser.add_argument("--members", type=int, default=4, help="shallow-ensemble members")
     parser.add_argument("--test-every", type=int, default=1, help="use every n-th test frame")
@@ -150,7 +156,7 @@ def main() -> None:
 
     print("warm start vs scratch ...", flush=True)
     results["warm_start"] = warm_vs_scratch(
-        args, settings, committee[0], train, extra, tests, train_cpu[0]
+        args, settings, committee, train, extra, tests, train_cpu
     )
     results["meta"] = metadata(args)
     (args.out / "uncertainty.json").write_text(json.dumps(results, indent=2))
@@ -190,18 +196,36 @@ def summarize(
     from scipy.stats import spearmanr
 
     calibrated = [s * f for s, f in zip(sigma, factors, strict=True)]
-    frame_sigma = np.array([s.max() for s in calibrated])
+    frame_sigma = np.array([expected_max_error(s) for s in calibrated])
     frame_error = np.array([e.max() for e in errors])
     atoms_sigma = np.concatenate(calibrated)
     atoms_error = np.concatenate(errors)
+    low, high = spearman_interval(frame_sigma, frame_error)
     return {
         **rmse,
         "spearman_frame": float(spearmanr(frame_sigma, frame_error)[0]),
+        "spearman_frame_95ci": [low, high],
+        "spearman_frame_max_sigma": float(spearmanr([s.max() for s in calibrated], frame_error)[0]),
         "spearman_atom": float(spearmanr(atoms_sigma, atoms_error)[0]),
         "ence": expected_normalized_calibration_error(atoms_sigma, atoms_error),
         "rmv_over_rmse": float(np.sqrt(np.mean(atoms_sigma**2) / np.mean(atoms_error**2))),
         "n_frames": len(sigma),
     }
+
+
+def spearman_interval(
+    predicted: np.ndarray, observed: np.ndarray, resamples: int = 2000
+) -> tuple[float, float]:
+    """95 % bootstrap interval of the Spearman correlation (frames resampled)."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(predicted), len(predicted))
+        values.append(spearmanr(predicted[pick], observed[pick])[0])
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def reliability(
@@ -222,7 +246,7 @@ def frame_pairs(
     sigma: list[np.ndarray], errors: list[np.ndarray], factors: list[np.ndarray]
 ) -> list:
     return [
-        [float((s * f).max()), float(e.max())]
+        [expected_max_error(s * f), float(e.max())]
         for s, e, f in zip(sigma, errors, factors, strict=True)
     ]
 
@@ -247,7 +271,7 @@ def time_inference(
     shallow = next(c for n, c in estimators.items() if n.startswith("shallow"))
     cases["shallow ensemble, mean only (an MD step)"] = (shallow, ["energy", "forces"])
     times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(3):
+    for _ in range(7):  # interleaved rounds; the median resists a busy machine
         for name, (calc, props) in cases.items():
             start = time.perf_counter()
             for atoms in sample:
@@ -265,43 +289,69 @@ def time_inference(
 def warm_vs_scratch(
     args: argparse.Namespace,
     settings: MACEConfig,
-    first: Any,
+    committee: list[Any],
     train: list[Frame],
     extra: list[Frame],
     tests: dict[str, list[Frame]],
-    first_cpu: float,
+    committee_cpu: list[float],
 ) -> dict[str, Any]:
-    """Iterations after ``first``: retrained from scratch vs warm-started, side by side."""
+    """Retrained from scratch vs warm-started, for ``--warm-seeds`` chains side by side.
+
+    Chain k starts from committee member k (seed k): both of its branches train with
+    seed k, so that the comparison is not one between lucky and unlucky seeds
+    (single MACE models of this size differ by 10-15 % in test error by seed alone).
+    """
     warm_settings = settings.model_copy(update={"warm_start_epochs": args.warm_epochs})
-    out: dict[str, Any] = {
-        "first": {"n_frames": len(train), "cpu_s": first_cpu, **test_errors(first, tests)},
-        "iterations": [],
-    }
-    parent = first
-    for iteration in range(1, args.warm_iterations + 1):
-        frames = train + extra[: iteration * args.n_extra]
-        row: dict[str, Any] = {"iteration": iteration, "n_frames": len(frames)}
-        with Meter("train") as meter:
-            scratch = train_mace(frames, settings, args.work, f"scratch_{iteration}", seed=7)
-        row["scratch"] = {"cpu_s": meter.record.cpu_s, **test_errors(scratch, tests)}
-        start = plan_start(warm_settings, iteration, 0, [parent])
-        with Meter("train") as meter:
-            parent = train_mace(frames, settings, args.work, f"warm_{iteration}", 7, start=start)
-        row["warm"] = {"cpu_s": meter.record.cpu_s, **test_errors(parent, tests)}
-        print(f"  iteration {iteration}: scratch {row['scratch']}, warm {row['warm']}", flush=True)
-        out["iterations"].append(row)
-    rows = out["iterations"]
-    last = rows[-1]
-    out["summary"] = {
+    chains = []
+    for k in range(args.warm_seeds):
+        first = committee[k]
+        chain: dict[str, Any] = {
+            "seed": k,
+            "first": {
+                "n_frames": len(train),
+                "cpu_s": committee_cpu[k],
+                **test_errors(first, tests),
+            },
+            "iterations": [],
+        }
+        parent = first
+        for iteration in range(1, args.warm_iterations + 1):
+            frames = train + extra[: iteration * args.n_extra]
+            row: dict[str, Any] = {"iteration": iteration, "n_frames": len(frames)}
+            with Meter("train") as meter:
+                scratch = train_mace(frames, settings, args.work, f"scratch_{k}_{iteration}", k)
+            row["scratch"] = {"cpu_s": meter.record.cpu_s, **test_errors(scratch, tests)}
+            start = plan_start(warm_settings, iteration, 0, [parent])
+            with Meter("train") as meter:
+                parent = train_mace(
+                    frames, settings, args.work, f"warm_{k}_{iteration}", k, start=start
+                )
+            row["warm"] = {"cpu_s": meter.record.cpu_s, **test_errors(parent, tests)}
+            print(
+                f"  seed {k} iteration {iteration}: scratch {row['scratch']}, warm {row['warm']}",
+                flush=True,
+            )
+            chain["iterations"].append(row)
+        chains.append(chain)
+    return {"chains": chains, "summary": warm_summary(chains, list(tests))}
+
+
+def warm_summary(chains: list[dict[str, Any]], tests: list[str]) -> dict[str, Any]:
+    """CPU of all warm iterations over all scratch iterations; final errors, mean over seeds."""
+    rows = [row for chain in chains for row in chain["iterations"]]
+    summary: dict[str, Any] = {
         "cpu_ratio": sum(r["warm"]["cpu_s"] for r in rows)
         / sum(r["scratch"]["cpu_s"] for r in rows),
-        **{
-            f"{test}_force_rmse_ratio": last["warm"][test]["force_rmse"]
-            / last["scratch"][test]["force_rmse"]
-            for test in tests
-        },
+        "seeds": len(chains),
     }
-    return out
+    for test in tests:
+        for branch in ("scratch", "warm"):
+            finals = [chain["iterations"][-1][branch][test]["force_rmse"] for chain in chains]
+            summary[f"{test}_{branch}_force_rmse"] = float(np.mean(finals))
+        summary[f"{test}_force_rmse_ratio"] = (
+            summary[f"{test}_warm_force_rmse"] / summary[f"{test}_scratch_force_rmse"]
+        )
+    return summary
 
 
 def test_errors(record: Any, tests: dict[str, list[Frame]]) -> dict[str, Any]:
@@ -317,6 +367,7 @@ def metadata(args: argparse.Namespace) -> dict[str, Any]:
         epochs=args.epochs,
         warm_epochs=args.warm_epochs,
         warm_iterations=args.warm_iterations,
+        warm_seeds=args.warm_seeds,
         n_extra=args.n_extra,
     )
 
@@ -351,10 +402,16 @@ def plot(results: dict[str, Any], curves: dict[str, Any], path: Path) -> None:
     axes[2].axvline(1.0, color="k", lw=1)
     axes[2].set(xlabel="inference cost per frame / one MACE model", title="cost")
     warm = results["warm_start"]
-    for chain, marker in (("scratch", "o-"), ("warm", "s-")):
-        cpu = np.cumsum([row[chain]["cpu_s"] for row in warm["iterations"]])
-        error = [row[chain]["test_MD_600K"]["force_rmse"] * 1000 for row in warm["iterations"]]
-        axes[3].plot(cpu, error, marker, label=f"{chain} (iterations 1-{len(cpu)})")
+    colours = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+    for chain in warm["chains"]:
+        colour = colours[chain["seed"] % len(colours)]
+        for branch, marker in (("scratch", "o-"), ("warm", "s--")):
+            cpu = np.cumsum([row[branch]["cpu_s"] for row in chain["iterations"]])
+            error = [
+                row[branch]["test_MD_600K"]["force_rmse"] * 1000 for row in chain["iterations"]
+            ]
+            label = f"{branch}, seed {chain['seed']}"
+            axes[3].plot(cpu, error, marker, color=colour, label=label)
     axes[3].set(
         xlabel="cumulative training CPU-s after iteration 0",
         ylabel="test_MD_600K force RMSE (meV/Å)",
@@ -373,14 +430,16 @@ def plot(results: dict[str, Any], curves: dict[str, Any], path: Path) -> None:
 
 def report(results: dict[str, Any]) -> None:
     print(
-        "\nestimator                       test        Spearman(frame)  "
-        "(one factor)  ENCE   RMV/RMSE"
+        "\nestimator                       test    Spearman(frame) [95% CI]  "
+        "(max sigma) (one factor)  ENCE   RMV/RMSE"
     )
     for name, entry in results["estimators"].items():
         for test in TESTS:
             r = entry[test]
+            low, high = r["spearman_frame_95ci"]
             print(
-                f"{name:31s} {test[8:]:10s}  {r['spearman_frame']:6.2f}           "
+                f"{name:31s} {test[8:]:7s} {r['spearman_frame']:6.2f} [{low:.2f}, {high:.2f}]"
+                f"        {r['spearman_frame_max_sigma']:6.2f}      "
                 f"{r['spearman_frame_one_factor']:6.2f}      {r['ence']:.2f}   "
                 f"{r['rmv_over_rmse']:.2f}"
             )
@@ -388,20 +447,28 @@ def report(results: dict[str, Any]) -> None:
     for name, ratio in results["inference"]["relative_to_one_mace"].items():
         print(f"  {name:45s} {ratio:5.2f}x")
     warm = results["warm_start"]
-    print(
-        f"\nwarm start vs scratch, iterations after the first ({warm['first']['n_frames']} frames)"
-    )
-    for row in warm["iterations"]:
-        for chain in ("scratch", "warm"):
-            run = row[chain]
-            errors = ", ".join(f"{t[8:]} F {run[t]['force_rmse'] * 1000:.0f} meV/Å" for t in TESTS)
-            print(
-                f"  iteration {row['iteration']} ({row['n_frames']} frames) {chain:8s} "
-                f"{run['cpu_s']:6.0f} CPU-s  {errors}"
-            )
+    print(f"\nwarm start vs scratch, iterations after the first ({args_frames(warm)} frames)")
+    for chain in warm["chains"]:
+        for row in chain["iterations"]:
+            for branch in ("scratch", "warm"):
+                run = row[branch]
+                errors = ", ".join(
+                    f"{t[8:]} F {run[t]['force_rmse'] * 1000:.0f} meV/Å" for t in TESTS
+                )
+                print(
+                    f"  seed {chain['seed']} iteration {row['iteration']} ({row['n_frames']} "
+                    f"frames) {branch:8s} {run['cpu_s']:6.0f} CPU-s  {errors}"
+                )
     summary = warm["summary"]
     ratios = ", ".join(f"{t[8:]} {summary[f'{t}_force_rmse_ratio']:.2f}" for t in TESTS)
-    print(f"  warm/scratch: CPU {summary['cpu_ratio']:.2f}x; last force RMSE {ratios}")
+    print(
+        f"  warm/scratch over {summary['seeds']} seeds: CPU {summary['cpu_ratio']:.2f}x; "
+        f"final force RMSE (mean over seeds) {ratios}"
+    )
+
+
+def args_frames(warm: dict[str, Any]) -> int:
+    return warm["chains"][0]["first"]["n_frames"]
 
 
 if __name__ == "__main__":
