@@ -248,6 +248,23 @@ def test_committee_driven_by_its_first_member(frames, foundation, workdir) -> No
         CommitteeCalculator(paths, forces="median")
 
 
+def test_min_steps_adds_epochs_on_small_datasets() -> None:
+    from alflow.train.mace import with_min_steps
+
+    settings = MACEConfig(epochs=80, batch_size=5, valid_fraction=0.1, min_steps=400)
+    scratch = StartPoint("scratch", None, None, 80, 0.01)
+    # 8 frames: 7 train, one batch of 5 per epoch (the incomplete one is dropped)
+    assert with_min_steps(scratch, settings, 8).epochs == 400
+    # 100 frames: 90 train, 18 steps an epoch; 80 epochs are already enough
+    assert with_min_steps(scratch, settings, 100).epochs == 80
+    assert with_min_steps(scratch, settings, 20).epochs == 134  # 18 // 5 = 3 steps
+    # a warm start of 20 of 80 epochs gets a quarter of the steps: 100
+    warm = StartPoint("warm", Path("m.model"), "abc", 20, 0.01)
+    assert with_min_steps(warm, settings, 8).epochs == 100
+    assert with_min_steps(warm, settings, 100).epochs == 20
+    assert with_min_steps(scratch, MACEConfig(epochs=80), 8).epochs == 80
+
+
 def test_start_point_defaults_to_scratch() -> None:
     start = StartPoint("scratch", None, None, 5, 0.01)
     assert start.model is None

@@ -164,6 +164,13 @@ class MACEConfig(_Section):
         200, ge=1, description="L-BFGS iterations of the shallow-ensemble fit."
     )
     epochs: int = Field(100, ge=1, description="Training epochs per member.")
+    min_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Train for at least this many optimiser steps (more epochs on small "
+        "datasets: 8 frames at batch_size 5 are one step per epoch); a warm start "
+        "gets the share warm_start_epochs / epochs of it; null: epochs only.",
+    )
     warm_start_epochs: int | None = Field(
         None,
         ge=1,

@@ -8,7 +8,9 @@ that a workflow manager can run members in parallel.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 import shutil
 import sys
@@ -140,6 +142,7 @@ class MACETrainMaker(Maker):
             progress.report(iteration, "train", f"member {member}: no new labels, model kept")
             return kept
         start = plan_start(self.settings, iteration, member, previous)
+        start = with_min_steps(start, self.settings, len(frames))
         if self.settings.bootstrap and self.settings.uncertainty == "committee":
             frames = bootstrap_resample(frames, seed)
         progress.report(
@@ -216,7 +219,7 @@ def mace_arguments(
     e0s = settings.e0s if isinstance(settings.e0s, str) else json.dumps(settings.e0s)
     if start.mode == "multihead" and e0s == "average":
         e0s = "foundation"  # mace-torch refuses averaged E0s for multihead fine-tuning
-    batch = max(1, min(settings.batch_size, int(n_frames * (1 - settings.valid_fraction))))
+    batch = batch_size(settings, n_frames)
     args = [
         f"--name={name}",
         f"--work_dir={work_dir}",
@@ -267,6 +270,37 @@ def mace_arguments(
     if settings.ema_decay is not None:
         args += ["--ema", f"--ema_decay={settings.ema_decay}"]
     return args
+
+
+def mace_train_size(n_frames: int, valid_fraction: float) -> int:
+    """Frames mace-torch trains on after splitting off its validation frames."""
+    return min(n_frames - int(valid_fraction * n_frames), n_frames - 1)
+
+
+def batch_size(settings: MACEConfig, n_frames: int) -> int:
+    """The batch size, capped by the number of training frames."""
+    return max(1, min(settings.batch_size, mace_train_size(n_frames, settings.valid_fraction)))
+
+
+def with_min_steps(start: StartPoint, settings: MACEConfig, n_frames: int) -> StartPoint:
+    """``start`` with enough epochs for ``settings.min_steps`` optimiser steps (pure).
+
+    mace-torch drops the last incomplete batch, so an epoch of n training frames is
+    ``n // batch`` steps: 8 frames at batch 5 make one step an epoch, and 80 epochs
+    would train a model for only 80 steps. A warm start gets the same share of
+    ``min_steps`` as of the epochs (``warm_start_epochs / epochs``), so that its cost
+    relative to a full training stays what the settings say.
+    """
+    if settings.min_steps is None:
+        return start
+    steps = settings.min_steps
+    if start.mode == "warm":
+        steps = settings.min_steps * start.epochs / settings.epochs
+    per_epoch = max(
+        1, mace_train_size(n_frames, settings.valid_fraction) // batch_size(settings, n_frames)
+    )
+    epochs = max(start.epochs, math.ceil(steps / per_epoch))
+    return dataclasses.replace(start, epochs=epochs)
 
 
 def train_mace(
@@ -322,6 +356,7 @@ def train_mace(
             with_provenance=False,
         )
         start = start or StartPoint("scratch", None, None, settings.epochs, settings.lr)
+        start = with_min_steps(start, settings, len(frames))
         if start.mode == "multihead":
             assert settings.foundation is not None and settings.foundation.replay_file
             replay = read_frames(settings.foundation.replay_file)
