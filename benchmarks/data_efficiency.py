@@ -75,6 +75,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--budget", type=int, default=50, help="labels in the end")
     parser.add_argument("--committee", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=600,
+        help="optimiser steps at least (more epochs for few labels, train.min_steps)",
+    )
     parser.add_argument("--window-quantile", type=float, default=0.5)
     parser.add_argument("--test-every", type=int, default=5, help="use every n-th test frame")
     parser.add_argument("--label-kwh", type=float, default=None, help="energy of one label")
@@ -163,7 +169,9 @@ class Replay:
             args,
         )
         self.label_kwh = label_kwh
-        self.settings = MACEConfig(epochs=args.epochs, threads=args.threads)
+        self.settings = MACEConfig(
+            epochs=args.epochs, min_steps=args.min_steps, threads=args.threads
+        )
         self.work = args.work / f"{strategy}_{seed}"
         self.kwh = 0.0
         self.species = sorted({z for f in pool for z in f.numbers})
@@ -211,7 +219,8 @@ class Replay:
         with Meter("select") as meter:
             deviations = np.zeros(len(candidates))
             if self.strategy in NEEDS_COMMITTEE:
-                deviations = committee_deviation(models, [self.pool[i] for i in candidates])
+                measures = committee_deviation(models, [self.pool[i] for i in candidates])
+                deviations = measures[self.strategy]
             lo = float(np.quantile(deviations, self.args.window_quantile))
             scores = None
             if self.strategy in {"soap-fps", "alflow"}:
@@ -271,7 +280,15 @@ class FinishedRuns:
     that shapes it is the same."""
 
     def __init__(self, folder: Path, args: argparse.Namespace, label_kwh: float) -> None:
-        keys = ("initial", "batch", "budget", "committee", "epochs", "window_quantile")
+        keys = (
+            "initial",
+            "batch",
+            "budget",
+            "committee",
+            "epochs",
+            "min_steps",
+            "window_quantile",
+        )
         self.settings = {k: getattr(args, k) for k in keys}
         self.settings |= {"test_every": args.test_every, "label_kwh": label_kwh}
         self.folder = folder
@@ -295,16 +312,21 @@ class FinishedRuns:
         path.write_text(json.dumps({"settings": self.settings, "curve": curve}))
 
 
-def committee_deviation(models: list[str], frames: list[Frame]) -> np.ndarray:
-    """Max over atoms of the committee's per-atom force spread, per frame (raw)."""
+def committee_deviation(models: list[str], frames: list[Frame]) -> dict[str, np.ndarray]:
+    """Frame uncertainties of the committee, uncalibrated (a replay has no held-out set).
+
+    ``dpgen``: DP-GEN's max over atoms of the per-atom force spread; ``alflow``:
+    alflow's expected max force error of the per-atom spreads.
+    """
     from alflow.uncertainty.committee import CommitteeCalculator
 
     calc = CommitteeCalculator(models)
-    out = []
+    out: dict[str, list[float]] = {"dpgen": [], "alflow": []}
     for frame in frames:
         calc.calculate(frame.to_atoms(with_labels=False), ["energy", "forces", "force_deviation"])
-        out.append(calc.results["raw_force_deviation"])
-    return np.asarray(out)
+        out["dpgen"].append(calc.results["raw_force_deviation"])
+        out["alflow"].append(calc.results["force_deviation"])
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 def labels_to_reach(curve: list[dict[str, Any]], test: str, target: float) -> float | None:
@@ -405,6 +427,7 @@ def main() -> None:
             budget=args.budget,
             committee=args.committee,
             epochs=args.epochs,
+            min_steps=args.min_steps,
             window_quantile=args.window_quantile,
             test_every=args.test_every,
             threads=args.threads,
