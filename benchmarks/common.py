@@ -41,11 +41,12 @@ def copper_campaign(
     select: dict[str, Any],
     bootstrap: dict[str, Any],
     validation: str,
+    train: dict[str, Any] | None = None,
 ) -> Any:
     """An fcc copper (EMT) campaign of the default shape: committee of 4, 2 MD runs.
 
     ``folder`` must hold ``cu.xyz`` and the ``validation`` file; the campaign writes
-    to ``folder/name``.
+    to ``folder/name``. ``train`` adds or overrides training settings.
     """
     from alflow.config import Campaign
 
@@ -57,7 +58,7 @@ def copper_campaign(
             "system": {"structures": "cu.xyz"},
             "data": {"bootstrap": bootstrap, "validation": validation},
             "label": {"calculator": "emt"},
-            "train": {"committee": 4, "epochs": epochs, "threads": threads},
+            "train": {"committee": 4, "epochs": epochs, "threads": threads, **(train or {})},
             "explore": {
                 "runs": 2,
                 "steps": steps,
