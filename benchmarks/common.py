@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 
-def run_metadata(**extra: Any) -> dict[str, Any]:
-    """Commit (with '+dirty' for uncommitted changes), date, machine and ``extra``."""
+def _source_state() -> str:
+    """Short commit of the checkout, with '+dirty' for uncommitted source changes."""
     here = Path(__file__).resolve().parent
 
     def git(*args: str) -> str:
@@ -20,8 +20,18 @@ def run_metadata(**extra: Any) -> dict[str, Any]:
     commit = git("rev-parse", "--short", "HEAD").strip()
     if git("status", "--porcelain", "--untracked-files=no", "--", "../src").strip():
         commit += "+dirty"
+    return commit
+
+
+#: The source a benchmark runs with: read when the script starts, since the
+#: checkout may move on while a long benchmark runs.
+STARTED_AT = _source_state()
+
+
+def run_metadata(**extra: Any) -> dict[str, Any]:
+    """Commit at the start of the run, date, machine and ``extra``."""
     return {
-        "commit": commit,
+        "commit": STARTED_AT,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         **extra,
