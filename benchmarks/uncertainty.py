@@ -158,6 +158,7 @@ def main() -> None:
     results["warm_start"] = warm_vs_scratch(
         args, settings, committee, train, extra, tests, train_cpu
     )
+    results["curves"] = curves  # what the figure shows, so that it can be checked
     results["meta"] = metadata(args)
     (args.out / "uncertainty.json").write_text(json.dumps(results, indent=2))
     plot(results, curves, args.out / "uncertainty.png")
@@ -386,12 +387,16 @@ def plot(results: dict[str, Any], curves: dict[str, Any], path: Path) -> None:
     top = max(max(c["rmse"] + c["rmv"]) for c in curves["test_MD_600K"].values())
     axes[1].plot([0, top], [0, top], "k--", lw=1, label="perfect calibration")
     axes[0].set(
-        xlabel="predicted max force uncertainty (eV/Å, calibrated)",
+        xlabel="predicted max force error (eV/Å, calibrated)",
         ylabel="true max force error (eV/Å)",
         title="test_MD_600K: frames",
         xscale="log",
         yscale="log",
     )
+    from matplotlib.ticker import NullFormatter
+
+    axes[0].xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels overlap
+    axes[0].yaxis.set_minor_formatter(NullFormatter())
     axes[1].set(
         xlabel="root mean predicted variance per bin (eV/Å)",
         ylabel="observed RMSE per bin (eV/Å)",
