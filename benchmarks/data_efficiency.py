@@ -41,6 +41,7 @@ the same settings resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -73,7 +74,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--initial", type=int, default=10, help="random labels to start")
     parser.add_argument("--batch", type=int, default=10, help="labels per step")
     parser.add_argument("--budget", type=int, default=50, help="labels in the end")
-    parser.add_argument("--committee", type=int, default=4)
+    parser.add_argument("--committee", type=int, default=3, help="as train.committee")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument(
         "--min-steps",
@@ -172,7 +173,6 @@ class Replay:
         self.settings = MACEConfig(
             epochs=args.epochs, min_steps=args.min_steps, threads=args.threads
         )
-        self.work = args.work / f"{strategy}_{seed}"
         self.kwh = 0.0
         self.species = sorted({z for f in pool for z in f.numbers})
         self.periodic = all(pool[0].pbc)
@@ -197,17 +197,31 @@ class Replay:
             labelled += self.select(models, labelled, batch)
 
     def train(self, labelled: list[int]) -> list[str]:
-        shutil.rmtree(self.work, ignore_errors=True)
+        """Models on the labelled frames: member 0 is scored, the rest form the committee.
+
+        A model is determined by its frames, settings and seed, so models trained
+        before (by another strategy: every strategy of a seed starts from the same
+        frames) are reused from ``<work>/models`` and their metered energy counted
+        again, as if this strategy had trained them itself.
+        """
         frames = [self.pool[i] for i in labelled]
         count = self.args.committee if self.strategy in NEEDS_COMMITTEE else 1
+        key = hashlib.sha256(
+            json.dumps([sorted(labelled), self.settings.model_dump()]).encode()
+        ).hexdigest()[:16]
         paths = []
         for member in range(count):
-            with Meter("train") as meter:
-                record = train_mace(
-                    frames, self.settings, self.work, f"m{member}", seed=self.seed * 100 + member
-                )
-            self.kwh += meter.record.energy_kwh
-            paths.append(record.path)
+            seed = self.seed * 100 + member
+            folder = self.args.work / "models" / f"{key}_{seed}"
+            done = folder / "done.json"
+            if not done.is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+                with Meter("train") as meter:
+                    record = train_mace(frames, self.settings, folder, "model", seed=seed)
+                done.write_text(json.dumps({"path": record.path, "kwh": meter.record.energy_kwh}))
+            cached = json.loads(done.read_text())
+            self.kwh += cached["kwh"]
+            paths.append(cached["path"])
         return paths
 
     def select(self, models: list[str], labelled: list[int], batch: int) -> list[int]:
