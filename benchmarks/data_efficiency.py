@@ -213,15 +213,10 @@ class Replay:
         for member in range(count):
             seed = self.seed * 100 + member
             folder = self.args.work / "models" / f"{key}_{seed}"
-            done = folder / "done.json"
-            if not done.is_file():
-                shutil.rmtree(folder, ignore_errors=True)
-                with Meter("train") as meter:
-                    record = train_mace(frames, self.settings, folder, "model", seed=seed)
-                done.write_text(json.dumps({"path": record.path, "kwh": meter.record.energy_kwh}))
-            cached = json.loads(done.read_text())
-            self.kwh += cached["kwh"]
-            paths.append(cached["path"])
+            if not (folder / "done.json").is_file():
+                train_into(folder, frames, self.settings, seed)
+            self.kwh += json.loads((folder / "done.json").read_text())["kwh"]
+            paths.append(str(folder / "model.model"))
         return paths
 
     def select(self, models: list[str], labelled: list[int], batch: int) -> list[int]:
@@ -286,6 +281,24 @@ class Replay:
             "kwh": self.kwh + n_labels * self.label_kwh,
             "tests": tests,
         }
+
+
+def train_into(folder: Path, frames: list[Frame], settings: MACEConfig, seed: int) -> None:
+    """Train ``folder/model.model`` (with ``done.json``: its metered kWh).
+
+    Training happens in a private folder that is renamed into place, so that
+    replays running in parallel processes never see a half-written model; when two
+    train the same model, the second copy is dropped.
+    """
+    private = folder.with_name(f"{folder.name}.{os.getpid()}")
+    shutil.rmtree(private, ignore_errors=True)
+    with Meter("train") as meter:
+        train_mace(frames, settings, private, "model", seed=seed)
+    (private / "done.json").write_text(json.dumps({"kwh": meter.record.energy_kwh}))
+    try:
+        private.rename(folder)
+    except OSError:  # another process finished it first
+        shutil.rmtree(private, ignore_errors=True)
 
 
 class FinishedRuns:
