@@ -178,7 +178,9 @@ def test_crash_then_resume_keeps_and_reuses_labels(tmp_path, copper_files, monke
 
 FAULTY = """\
 name: cu-faulty
-seed: 5
+# seed 25: the 10 bootstrap frames already hold each fault (raise, NaN, hang)
+# and 7 good frames, so the test does not depend on which frames MD visits
+seed: 25
 output: {output}
 system:
   structures: {structure}
@@ -201,8 +203,11 @@ explore:
   timestep_fs: 2.0
   temperature_K: 700
   record_every: 10
-select: {{lo: 0.02, hi: 0.8, max_per_iteration: 6}}
-stop: {{max_iterations: 2, accurate_fraction: 0.99, max_failed_fraction: 0.9}}
+# a wide window: models trained on 7 frames are poor, and this test is about labels
+select: {{lo: 0.02, hi: 20.0, max_per_iteration: 6}}
+# half the frames fail by design, so an iteration can lose all 6 by chance (p = 1/64):
+# never stop on failures here; that stop has its own tests (test_decide.py)
+stop: {{max_iterations: 2, accurate_fraction: 0.99, max_failed_fraction: 1.0}}
 """
 
 
