@@ -262,7 +262,7 @@ TrainConfig = Annotated[
 
 
 class ExploreConfig(_Section):
-    """MD driven by the models' mean prediction."""
+    """MD exploration: ensemble, schedules, stopping rules, and which model drives it."""
 
     ensemble: Literal["nvt", "npt-mtk", "npt-berendsen"] = Field(
         "nvt",

@@ -1,14 +1,18 @@
 """Committee uncertainty: K independently trained models, their mean and spread.
 
-The frame-level measure is the one DP-GEN made standard: for each atom the norm of
-the per-component standard deviation of the K predicted forces, then the maximum
-over atoms,
+The per-atom spread is the one DP-GEN made standard: the norm of the per-component
+standard deviation of the K predicted forces,
 
-    d_F = max_i sqrt( sum_c Var_k[F_kic] ) = max_i sqrt( mean_k |F_ki - <F_i>|^2 ).
+    sigma_i = sqrt( sum_c Var_k[F_kic] ) = sqrt( mean_k |F_ki - <F_i>|^2 ),
+
+whose maximum over atoms is DP-GEN's frame measure (``raw_force_deviation``,
+``max_force_std`` once calibrated). alflow's frame measure, ``force_deviation``, is
+the expected largest force error given the calibrated sigma_i (see
+:mod:`alflow.uncertainty.frame_error`).
 
 :class:`CommitteeCalculator` is an ASE calculator that returns the committee mean as
-energy and forces (what MD integrates) plus these spreads, so that the same object
-drives MD and scores candidate frames in batch.
+energy and forces plus these spreads, so that the same object drives MD and scores
+candidate frames in batch.
 
 With ``forces="first"`` it returns member 0's energy and forces instead and
 evaluates the other members only when an uncertainty is asked for, as DP-GEN's
