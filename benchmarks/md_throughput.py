@@ -3,8 +3,8 @@
 Steps per second of MD on fcc copper cells of 32 and 256 atoms with: one MACE model
 (plain ASE Langevin with mace-torch's calculator, no uncertainty), a committee of
 K=4 integrating member 0 and running the others only at recorded frames
-(``explore.committee_forces: first``, the default) or integrating the committee
-mean (``mean``), and a shallow ensemble (M=4), through alflow's explorer, which
+(``explore.committee_forces: first``) or integrating the committee mean
+(``mean``, the default), and a shallow ensemble (M=4), through alflow's explorer, which
 records a frame with its uncertainty every ``--record-every`` steps. The models have the default
 alflow architecture and are trained briefly on EMT frames: speed depends on the
 architecture, not on the accuracy.

@@ -1,7 +1,7 @@
 """Online active learning on a cheap real oracle: alflow's loop vs a DP-GEN-style loop.
 
-Both loops are real alflow campaigns (MACE committee of 4, MD exploration driven by
-member 0 with the committee at recorded frames, EMT labels for fcc copper, the
+Both loops are real alflow campaigns (MACE committee of 4, MD exploration on the
+committee mean, EMT labels for fcc copper, the
 embedded store, the same window, caps and iterations). They differ where the tools
 differ:
 

@@ -309,12 +309,13 @@ class ExploreConfig(_Section):
     )
     friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction (1/fs).")
     record_every: int = Field(10, ge=1, description="Record a frame every n steps.")
-    committee_forces: Literal["first", "mean"] = Field(
-        "first",
-        description="With a committee: 'first' integrates member 0 and evaluates the "
-        "other members only at recorded frames (DP-GEN's way; MD costs about one "
-        "model per step); 'mean' integrates the committee mean (every member at "
-        "every step). Shallow ensembles and GAP always integrate their one model.",
+    committee_forces: Literal["mean", "first"] = Field(
+        "mean",
+        description="With a committee: 'mean' integrates the committee mean (every "
+        "member at every step); 'first' integrates member 0 and evaluates the other "
+        "members only at recorded frames (DP-GEN's way; MD costs about one model per "
+        "step, but a single member trained on few frames visits worse structures). "
+        "Shallow ensembles and GAP always integrate their one model.",
     )
 
     @model_validator(mode="after")
