@@ -23,7 +23,7 @@ EMT costs almost nothing, so its labels do not weigh. The comparison is also mad
 as if every label had cost ``--label-kwh`` (a DFT single point; default 0.012 kWh,
 one core-hour at 12 W per core), from the same runs.
 
-Run ``python benchmarks/online.py`` (about 55 minutes on 2 cores with the defaults);
+Run ``python benchmarks/online.py`` (about 2.5 hours on 2 cores with the defaults);
 results go to ``benchmarks/results/online.json`` and ``online.png``.
 """
 
