@@ -292,6 +292,8 @@ def train_into(folder: Path, frames: list[Frame], settings: MACEConfig, seed: in
     """
     private = folder.with_name(f"{folder.name}.{os.getpid()}")
     shutil.rmtree(private, ignore_errors=True)
+    if folder.is_dir() and not (folder / "done.json").is_file():
+        shutil.rmtree(folder)  # left by a run that crashed before this scheme; rename needs it gone
     with Meter("train") as meter:
         train_mace(frames, settings, private, "model", seed=seed)
     (private / "done.json").write_text(json.dumps({"kwh": meter.record.energy_kwh}))
