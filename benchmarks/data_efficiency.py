@@ -24,8 +24,9 @@ uncertainty is above the pool's ``--window-quantile`` quantile are candidates (t
 same window for dpgen and alflow).
 
 Compute is metered per job (training, committee inference on the pool, SOAP) and
-converted to kWh with alflow's power model; a label costs ``--label-kwh``, measured
-for acac by running PySCF (PBE/def2-SVP) on one pool frame unless given.
+converted to kWh with alflow's power model; a label costs ``--label-kwh``, unless
+given measured for acac by running PySCF (PBE/def2-SVP) on one pool frame, and for Si
+assumed to be 4 core-hours (a VASP PBE single point on 64 atoms; VASP cannot run here).
 
 Datasets: ``acac`` (``../shared/data/acac``: pool ``train_300K.xyz``, tests
 ``test_MD_300K.xyz`` and ``test_MD_600K.xyz``), ``si`` (``../shared/data/mlearn/Si``:
@@ -85,7 +86,14 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--window-quantile", type=float, default=0.5)
     parser.add_argument("--test-every", type=int, default=5, help="use every n-th test frame")
     parser.add_argument("--label-kwh", type=float, default=None, help="energy of one label")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="threads in all")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="replays run side by side in this many processes, threads shared among them "
+        "(two 1-thread trainings of small models do 1.3x the work of one 2-thread training)",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-efficiency"))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     return parser.parse_args()
@@ -150,6 +158,21 @@ def measure_label_kwh(frame: Frame, energy_model: EnergyModel) -> float:
     return meter.record.energy_kwh
 
 
+# mlearn's Si labels are VASP PBE single points (520 eV, dense k-mesh) on 64-atom
+# cells, which cannot run here; a few core-hours each is typical, so 4 is assumed.
+SI_LABEL_CORE_HOURS = 4.0
+
+
+def default_label_kwh(name: str, frame: Frame) -> float:
+    """Energy of one label: measured with PySCF for acac, assumed for Si, else zero."""
+    energy_model = EnergyModel()
+    if name == "acac":
+        return measure_label_kwh(frame, energy_model)
+    if name == "si":
+        return SI_LABEL_CORE_HOURS * energy_model.cpu_watts_per_core / 1000
+    return 0.0
+
+
 class Replay:
     """One strategy, one seed: select, label, train, score, until the budget is spent."""
 
@@ -173,6 +196,9 @@ class Replay:
         self.settings = MACEConfig(
             epochs=args.epochs, min_steps=args.min_steps, threads=args.threads
         )
+        # RAPL counts the whole package: replays side by side would each count the
+        # others' energy, so they are metered by their own CPU time
+        self.energy_model = EnergyModel(use_rapl=args.jobs == 1)
         self.kwh = 0.0
         self.species = sorted({z for f in pool for z in f.numbers})
         self.periodic = all(pool[0].pbc)
@@ -196,25 +222,25 @@ class Replay:
             batch = min(self.args.batch, self.args.budget - len(labelled))
             labelled += self.select(models, labelled, batch)
 
-    def train(self, labelled: list[int]) -> list[str]:
+    def train(self, labelled: list[int], members: list[int] | None = None) -> list[str]:
         """Models on the labelled frames: member 0 is scored, the rest form the committee.
 
         A model is determined by its frames, settings and seed, so models trained
         before (by another strategy: every strategy of a seed starts from the same
         frames) are reused from ``<work>/models`` and their metered energy counted
-        again, as if this strategy had trained them itself.
+        again, as if this strategy had trained them itself. ``members``: only these.
         """
         frames = [self.pool[i] for i in labelled]
         count = self.args.committee if self.strategy in NEEDS_COMMITTEE else 1
         key = hashlib.sha256(
-            json.dumps([sorted(labelled), self.settings.model_dump()]).encode()
+            json.dumps([sorted(labelled), self.settings.model_dump(exclude={"threads"})]).encode()
         ).hexdigest()[:16]
         paths = []
-        for member in range(count):
+        for member in range(count) if members is None else members:
             seed = self.seed * 100 + member
             folder = self.args.work / "models" / f"{key}_{seed}"
             if not (folder / "done.json").is_file():
-                train_into(folder, frames, self.settings, seed)
+                train_into(folder, frames, self.settings, seed, self.energy_model)
             self.kwh += json.loads((folder / "done.json").read_text())["kwh"]
             paths.append(str(folder / "model.model"))
         return paths
@@ -225,7 +251,7 @@ class Replay:
         rng = np.random.default_rng(self.seed * 1000 + len(labelled))
         if self.strategy == "random":
             return [int(i) for i in rng.choice(candidates, batch, replace=False)]
-        with Meter("select") as meter:
+        with Meter("select", energy_model=self.energy_model) as meter:
             deviations = np.zeros(len(candidates))
             if self.strategy in NEEDS_COMMITTEE:
                 measures = committee_deviation(models, [self.pool[i] for i in candidates])
@@ -283,7 +309,13 @@ class Replay:
         }
 
 
-def train_into(folder: Path, frames: list[Frame], settings: MACEConfig, seed: int) -> None:
+def train_into(
+    folder: Path,
+    frames: list[Frame],
+    settings: MACEConfig,
+    seed: int,
+    energy_model: EnergyModel,
+) -> None:
     """Train ``folder/model.model`` (with ``done.json``: its metered kWh).
 
     Training happens in a private folder that is renamed into place, so that
@@ -294,7 +326,7 @@ def train_into(folder: Path, frames: list[Frame], settings: MACEConfig, seed: in
     shutil.rmtree(private, ignore_errors=True)
     if folder.is_dir() and not (folder / "done.json").is_file():
         shutil.rmtree(folder)  # left by a run that crashed before this scheme; rename needs it gone
-    with Meter("train") as meter:
+    with Meter("train", energy_model=energy_model) as meter:
         train_mace(frames, settings, private, "model", seed=seed)
     (private / "done.json").write_text(json.dumps({"kwh": meter.record.energy_kwh}))
     try:
@@ -326,14 +358,15 @@ class FinishedRuns:
     def _path(self, strategy: str, seed: int) -> Path:
         return self.folder / f"{strategy}_{seed}.json"
 
-    def get(self, strategy: str, seed: int) -> list[dict[str, Any]] | None:
+    def get(self, strategy: str, seed: int, quiet: bool = False) -> list[dict[str, Any]] | None:
         path = self._path(strategy, seed)
         if not path.is_file():
             return None
         saved = json.loads(path.read_text())
         if saved["settings"] != self.settings:
             return None
-        print(f"  {strategy} seed {seed}: finished earlier ({path})")
+        if not quiet:
+            print(f"  {strategy} seed {seed}: finished earlier ({path})")
         return saved["curve"]
 
     def put(self, strategy: str, seed: int, curve: list[dict[str, Any]]) -> None:
@@ -424,23 +457,12 @@ def main() -> None:
     if label_kwh is None and measured.is_file():
         label_kwh = json.loads(measured.read_text())["label_kwh"]
     if label_kwh is None:
-        label_kwh = measure_label_kwh(pool[0], EnergyModel()) if name == "acac" else 0.0
+        label_kwh = default_label_kwh(name, pool[0])
         measured.parent.mkdir(parents=True, exist_ok=True)
         measured.write_text(json.dumps({"label_kwh": label_kwh}))
     print(f"{name}: pool {len(pool)} frames, tests {[len(t) for t in tests.values()]}")
-    runs: dict[str, list[list[dict[str, Any]]]] = {s: [] for s in args.strategies}
     started = time.perf_counter()
-    finished = FinishedRuns(args.work / name, args, label_kwh)
-    for seed in range(args.seeds):
-        initial = [
-            int(i) for i in np.random.default_rng(seed).permutation(len(pool))[: args.initial]
-        ]
-        for strategy in args.strategies:
-            curve = finished.get(strategy, seed)
-            if curve is None:
-                curve = Replay(strategy, seed, pool, tests, args, label_kwh).run(initial)
-                finished.put(strategy, seed, curve)
-            runs[strategy].append(curve)
+    runs = replay_all(args, name, pool, tests, label_kwh)
     curves = mean_curves(runs, list(tests))
     results = {
         "dataset": name,
@@ -466,6 +488,101 @@ def main() -> None:
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     plot(results, list(tests), args.out / f"{stem}.png")
     report(results, list(tests))
+
+
+def initial_frames(seed: int, pool_size: int, count: int) -> list[int]:
+    """The random frames every strategy of ``seed`` starts from."""
+    return [int(i) for i in np.random.default_rng(seed).permutation(pool_size)[:count]]
+
+
+def replay_all(
+    args: argparse.Namespace,
+    name: str,
+    pool: list[Frame],
+    tests: dict[str, list[Frame]],
+    label_kwh: float,
+) -> dict[str, list[list[dict[str, Any]]]]:
+    """Curves of every (strategy, seed), from the finished runs on disk or replayed now.
+
+    With ``--jobs`` above 1 the replays run in worker processes; the committees of
+    the initial frames (the first step of every strategy of a seed) are trained
+    first, so that two workers do not train the same model at the same time.
+    """
+    finished = FinishedRuns(args.work / name, args, label_kwh)
+    todo = [
+        (strategy, seed)
+        for seed in range(args.seeds)
+        for strategy in args.strategies
+        if finished.get(strategy, seed) is None
+    ]
+    if args.jobs == 1:
+        for strategy, seed in todo:
+            curve = Replay(strategy, seed, pool, tests, args, label_kwh).run(
+                initial_frames(seed, len(pool), args.initial)
+            )
+            finished.put(strategy, seed, curve)
+    elif todo:
+        run_in_workers(args, label_kwh, todo)
+    runs: dict[str, list[list[dict[str, Any]]]] = {s: [] for s in args.strategies}
+    for seed in range(args.seeds):
+        for strategy in args.strategies:
+            curve = finished.get(strategy, seed, quiet=True)
+            if curve is None:
+                raise RuntimeError(f"replay {strategy} seed {seed} did not finish")
+            runs[strategy].append(curve)
+    return runs
+
+
+def run_in_workers(args: argparse.Namespace, label_kwh: float, todo: list[tuple[str, int]]) -> None:
+    """Replay ``todo`` in ``args.jobs`` spawned processes (spawned, not forked: the
+    parent may already hold OpenMP threads, which do not survive a fork)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    worker_args = argparse.Namespace(**vars(args))
+    worker_args.threads = max(1, args.threads // args.jobs)
+    os.environ["OMP_NUM_THREADS"] = str(worker_args.threads)  # inherited by the workers
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=context) as workers:
+        first_steps = [
+            workers.submit(_train_initial_member, worker_args, seed, member)
+            for seed in sorted({seed for _, seed in todo})
+            for member in range(args.committee)
+        ]
+        for future in first_steps:
+            future.result()
+        replays = [
+            workers.submit(_replay_in_worker, worker_args, label_kwh, strategy, seed)
+            for strategy, seed in todo
+        ]
+        for future in replays:
+            future.result()  # re-raises a worker's exception here
+
+
+_WORKER_DATA: dict[str, Any] = {}
+
+
+def _worker_dataset(args: argparse.Namespace) -> tuple[str, list[Frame], dict[str, list[Frame]]]:
+    if "dataset" not in _WORKER_DATA:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        _WORKER_DATA["dataset"] = load_dataset(args.dataset, args.test_every)
+    return _WORKER_DATA["dataset"]
+
+
+def _train_initial_member(args: argparse.Namespace, seed: int, member: int) -> None:
+    _name, pool, tests = _worker_dataset(args)
+    replay = Replay("alflow", seed, pool, tests, args, 0.0)
+    replay.train(initial_frames(seed, len(pool), args.initial), members=[member])
+
+
+def _replay_in_worker(args: argparse.Namespace, label_kwh: float, strategy: str, seed: int) -> None:
+    name, pool, tests = _worker_dataset(args)
+    curve = Replay(strategy, seed, pool, tests, args, label_kwh).run(
+        initial_frames(seed, len(pool), args.initial)
+    )
+    FinishedRuns(args.work / name, args, label_kwh).put(strategy, seed, curve)
 
 
 def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
