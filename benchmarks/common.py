@@ -11,14 +11,15 @@ from typing import Any
 
 
 def _source_state() -> str:
-    """Short commit of the checkout, with '+dirty' for uncommitted source changes."""
+    """Short commit of the checkout, with '+dirty' for uncommitted changes to the
+    package or the benchmarks themselves."""
     here = Path(__file__).resolve().parent
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=here).stdout
 
     commit = git("rev-parse", "--short", "HEAD").strip()
-    if git("status", "--porcelain", "--untracked-files=no", "--", "../src").strip():
+    if git("status", "--porcelain", "--untracked-files=no", "--", "../src", ".").strip():
         commit += "+dirty"
     return commit
 
