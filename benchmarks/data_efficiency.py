@@ -18,6 +18,12 @@ trained on what it selected and scored on the test sets. Strategies:
     alflow's default policy on the same committee: window, SOAP novelty, then
     farthest-point sampling seeded with the training set (:mod:`alflow.select.policy`).
 
+The scored model is MACE member 0 (``--scorer mace``) or, with ``--scorer gap``, a GAP
+(2-body + SOAP) fitted on the same frames: a kernel fit is exact, so its curve shows
+what the frames are worth without the optimiser noise and step limit of a short MACE
+training; the MACE committees still do the selecting, and the GAP fit is counted as
+the strategy's model cost instead of MACE member 0 (results ``..._gap.json``).
+
 The trust window is relative, because a replayed pool has no broken frames and
 absolute thresholds do not transfer between datasets: frames whose committee
 uncertainty is above the pool's ``--window-quantile`` quantile are candidates (the
@@ -55,10 +61,11 @@ import numpy as np
 from common import run_metadata
 
 from alflow.accounting import EnergyModel, Meter
-from alflow.config import MACEConfig
+from alflow.config import GAPConfig, MACEConfig
 from alflow.frames import Frame, read_frames
 from alflow.select.policy import select_frames
 from alflow.select.soap import SOAPDescriptor, SOAPSettings, score_candidates
+from alflow.train.gap import train_gap
 from alflow.train.mace import train_mace
 
 HERE = Path(__file__).resolve().parent
@@ -82,6 +89,13 @@ def arguments() -> argparse.Namespace:
         type=int,
         default=600,
         help="optimiser steps at least (more epochs for few labels, train.min_steps)",
+    )
+    parser.add_argument(
+        "--scorer",
+        choices=("mace", "gap"),
+        default="mace",
+        help="model scored after each step: MACE member 0 (the committee's first), or a "
+        "GAP fitted on the same frames (exact fit: the frames' worth without optimiser noise)",
     )
     parser.add_argument("--window-quantile", type=float, default=0.5)
     parser.add_argument("--test-every", type=int, default=5, help="use every n-th test frame")
@@ -208,7 +222,8 @@ class Replay:
         curve = []
         while True:
             models = self.train(labelled)
-            curve.append(self.score(models[0], len(labelled)))
+            scored = models[0] if self.args.scorer == "mace" else self.fit_gap(labelled)
+            curve.append(self.score(scored, len(labelled)))
             print(
                 f"  {self.strategy:9s} seed {self.seed} labels {len(labelled):4d}: "
                 + ", ".join(
@@ -223,7 +238,8 @@ class Replay:
             labelled += self.select(models, labelled, batch)
 
     def train(self, labelled: list[int], members: list[int] | None = None) -> list[str]:
-        """Models on the labelled frames: member 0 is scored, the rest form the committee.
+        """MACE models on the labelled frames: the committee for the strategies that need
+        one; member 0 alone for the others when it is the scored model.
 
         A model is determined by its frames, settings and seed, so models trained
         before (by another strategy: every strategy of a seed starts from the same
@@ -232,8 +248,11 @@ class Replay:
         """
         frames = [self.pool[i] for i in labelled]
         count = self.args.committee if self.strategy in NEEDS_COMMITTEE else 1
+        if self.strategy not in NEEDS_COMMITTEE and self.args.scorer != "mace":
+            count = 0
+        # the thread count is part of the key: threads change the floating-point sums
         key = hashlib.sha256(
-            json.dumps([sorted(labelled), self.settings.model_dump(exclude={"threads"})]).encode()
+            json.dumps([sorted(labelled), self.settings.model_dump()]).encode()
         ).hexdigest()[:16]
         paths = []
         for member in range(count) if members is None else members:
@@ -283,12 +302,35 @@ class Replay:
             chosen += [int(i) for i in rng.choice(rest, batch - len(chosen), replace=False)]
         return chosen
 
-    def score(self, model: str, n_labels: int) -> dict[str, Any]:
-        from mace.calculators import MACECalculator
+    def fit_gap(self, labelled: list[int]) -> str:
+        """A GAP (alflow's default 2-body + SOAP) on the labelled frames, cached like the
+        MACE models; its metered energy is counted as this strategy's model cost."""
+        settings = GAPConfig(model="gap", threads=self.args.threads)
+        key = hashlib.sha256(
+            json.dumps([sorted(labelled), settings.model_dump()]).encode()
+        ).hexdigest()[:16]
+        folder = self.args.work / "models" / f"gap_{key}"
+        frames = [self.pool[i] for i in labelled]
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*weights_only.*")
-            calc = MACECalculator(model_paths=model, device="cpu", default_dtype="float64")
+        def fit(private: Path) -> None:
+            train_gap(frames, settings, private, "gap", seed=self.seed)
+
+        if not (folder / "done.json").is_file():
+            build_into(folder, fit, self.energy_model)
+        self.kwh += json.loads((folder / "done.json").read_text())["kwh"]
+        return str(folder / "gap" / "gap.xml")
+
+    def score(self, model: str, n_labels: int) -> dict[str, Any]:
+        if self.args.scorer == "gap":
+            from quippy.potential import Potential
+
+            calc = Potential(param_filename=model)
+        else:
+            from mace.calculators import MACECalculator
+
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*weights_only.*")
+                calc = MACECalculator(model_paths=model, device="cpu", default_dtype="float64")
         tests = {}
         for name, frames in self.tests.items():
             de, df = [], []
@@ -316,23 +358,37 @@ def train_into(
     seed: int,
     energy_model: EnergyModel,
 ) -> None:
-    """Train ``folder/model.model`` (with ``done.json``: its metered kWh).
+    """Train ``folder/model.model`` (with ``done.json``: its metered kWh)."""
 
-    Training happens in a private folder that is renamed into place, so that
+    def fit(private: Path) -> None:
+        train_mace(frames, settings, private, "model", seed=seed)
+
+    build_into(folder, fit, energy_model)
+
+
+def build_into(folder: Path, fit: Any, energy_model: EnergyModel) -> None:
+    """Run ``fit(private folder)`` metered, write ``done.json`` (its kWh), move into place.
+
+    The model is built in a private folder that is renamed into place, so that
     replays running in parallel processes never see a half-written model; when two
-    train the same model, the second copy is dropped.
+    build the same model, the second copy is dropped.
     """
     private = folder.with_name(f"{folder.name}.{os.getpid()}")
     shutil.rmtree(private, ignore_errors=True)
     if folder.is_dir() and not (folder / "done.json").is_file():
         shutil.rmtree(folder)  # left by a run that crashed before this scheme; rename needs it gone
     with Meter("train", energy_model=energy_model) as meter:
-        train_mace(frames, settings, private, "model", seed=seed)
+        fit(private)
     (private / "done.json").write_text(json.dumps({"kwh": meter.record.energy_kwh}))
     try:
         private.rename(folder)
     except OSError:  # another process finished it first
         shutil.rmtree(private, ignore_errors=True)
+
+
+def runs_folder(args: argparse.Namespace, name: str) -> Path:
+    """Where the finished curves of ``name`` are kept, one folder per scorer."""
+    return args.work / (name if args.scorer == "mace" else f"{name}_{args.scorer}")
 
 
 class FinishedRuns:
@@ -480,11 +536,12 @@ def main() -> None:
             epochs=args.epochs,
             min_steps=args.min_steps,
             window_quantile=args.window_quantile,
+            scorer=args.scorer,
             test_every=args.test_every,
             threads=args.threads,
         ),
     }
-    stem = f"data_efficiency_{name}"
+    stem = f"data_efficiency_{name}" + ("" if args.scorer == "mace" else f"_{args.scorer}")
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     plot(results, list(tests), args.out / f"{stem}.png")
     report(results, list(tests))
@@ -508,7 +565,7 @@ def replay_all(
     the initial frames (the first step of every strategy of a seed) are trained
     first, so that two workers do not train the same model at the same time.
     """
-    finished = FinishedRuns(args.work / name, args, label_kwh)
+    finished = FinishedRuns(runs_folder(args, name), args, label_kwh)
     todo = [
         (strategy, seed)
         for seed in range(args.seeds)
@@ -582,7 +639,7 @@ def _replay_in_worker(args: argparse.Namespace, label_kwh: float, strategy: str,
     curve = Replay(strategy, seed, pool, tests, args, label_kwh).run(
         initial_frames(seed, len(pool), args.initial)
     )
-    FinishedRuns(args.work / name, args, label_kwh).put(strategy, seed, curve)
+    FinishedRuns(runs_folder(args, name), args, label_kwh).put(strategy, seed, curve)
 
 
 def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
