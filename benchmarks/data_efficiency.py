@@ -221,7 +221,9 @@ class Replay:
         labelled = list(initial)
         curve = []
         while True:
-            models = self.train(labelled)
+            # scored by GAP, the last step needs no committee: nothing is left to select
+            last = len(labelled) >= self.args.budget and self.args.scorer != "mace"
+            models = [] if last else self.train(labelled)
             scored = models[0] if self.args.scorer == "mace" else self.fit_gap(labelled)
             curve.append(self.score(scored, len(labelled)))
             print(
