@@ -54,6 +54,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -368,7 +369,7 @@ def train_into(
     build_into(folder, fit, energy_model)
 
 
-def build_into(folder: Path, fit: Any, energy_model: EnergyModel) -> None:
+def build_into(folder: Path, fit: Callable[[Path], None], energy_model: EnergyModel) -> None:
     """Run ``fit(private folder)`` metered, write ``done.json`` (its kWh), move into place.
 
     The model is built in a private folder that is renamed into place, so that
