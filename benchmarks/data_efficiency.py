@@ -680,7 +680,7 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
         axes[0, column].set_title(f"{results['dataset']}: {test}")
     meta = results["meta"]
     fig.suptitle(
-        f"alflow data efficiency — {meta['seeds']} seeds, mean ± std; {meta['commit']}, "
+        f"alflow data efficiency — {meta['seeds']} seeds, mean ± std\n{meta['commit']}, "
         f"{meta['date']}, {meta['machine']}",
         fontsize=9,
     )
