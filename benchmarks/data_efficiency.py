@@ -226,7 +226,7 @@ class Replay:
             last = len(labelled) >= self.args.budget and self.args.scorer != "mace"
             models = [] if last else self.train(labelled)
             scored = models[0] if self.args.scorer == "mace" else self.fit_gap(labelled)
-            curve.append(self.score(scored, len(labelled)))
+            curve.append(self.score(scored, len(labelled)) | {"labelled": list(labelled)})
             print(
                 f"  {self.strategy:9s} seed {self.seed} labels {len(labelled):4d}: "
                 + ", ".join(
