@@ -602,12 +602,17 @@ def run_in_workers(args: argparse.Namespace, label_kwh: float, todo: list[tuple[
     worker_args = argparse.Namespace(**vars(args))
     worker_args.threads = max(1, args.threads // args.jobs)
     os.environ["OMP_NUM_THREADS"] = str(worker_args.threads)  # inherited by the workers
+    # MACE models of the first step: the committee if a strategy needs one, else
+    # member 0 when it is the scored model, else none
+    members = 1 if args.scorer == "mace" else 0
+    if any(strategy in NEEDS_COMMITTEE for strategy, _ in todo):
+        members = args.committee
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.jobs, mp_context=context) as workers:
         first_steps = [
             workers.submit(_train_initial_member, worker_args, seed, member)
             for seed in sorted({seed for _, seed in todo})
-            for member in range(args.committee)
+            for member in range(members)
         ]
         for future in first_steps:
             future.result()
