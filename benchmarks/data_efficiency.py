@@ -250,22 +250,31 @@ class Replay:
         again, as if this strategy had trained them itself. ``members``: only these.
         """
         frames = [self.pool[i] for i in labelled]
-        count = self.args.committee if self.strategy in NEEDS_COMMITTEE else 1
-        if self.strategy not in NEEDS_COMMITTEE and self.args.scorer != "mace":
-            count = 0
+        if self.strategy in NEEDS_COMMITTEE:
+            count = self.args.committee
+        else:
+            count = 1 if self.args.scorer == "mace" else 0
         # the thread count is part of the key: threads change the floating-point sums
-        key = hashlib.sha256(
-            json.dumps([sorted(labelled), self.settings.model_dump()]).encode()
-        ).hexdigest()[:16]
+        key = model_key(labelled, self.settings)
         paths = []
         for member in range(count) if members is None else members:
             seed = self.seed * 100 + member
-            folder = self.args.work / "models" / f"{key}_{seed}"
-            if not (folder / "done.json").is_file():
-                train_into(folder, frames, self.settings, seed, self.energy_model)
-            self.kwh += json.loads((folder / "done.json").read_text())["kwh"]
+
+            def fit(private: Path, seed: int = seed) -> None:
+                train_mace(frames, self.settings, private, "model", seed=seed)
+
+            folder = self.build_cached(f"{key}_{seed}", fit)
             paths.append(str(folder / "model.model"))
         return paths
+
+    def build_cached(self, name: str, fit: Callable[[Path], None]) -> Path:
+        """``<work>/models/<name>``, built by ``fit`` unless an earlier run did; its
+        metered energy is counted for this strategy either way."""
+        folder = self.args.work / "models" / name
+        if not (folder / "done.json").is_file():
+            build_into(folder, fit, self.energy_model)
+        self.kwh += json.loads((folder / "done.json").read_text())["kwh"]
+        return folder
 
     def select(self, models: list[str], labelled: list[int], batch: int) -> list[int]:
         taken = set(labelled)
@@ -309,18 +318,12 @@ class Replay:
         """A GAP (alflow's default 2-body + SOAP) on the labelled frames, cached like the
         MACE models; its metered energy is counted as this strategy's model cost."""
         settings = GAPConfig(model="gap", threads=self.args.threads)
-        key = hashlib.sha256(
-            json.dumps([sorted(labelled), settings.model_dump()]).encode()
-        ).hexdigest()[:16]
-        folder = self.args.work / "models" / f"gap_{key}"
         frames = [self.pool[i] for i in labelled]
 
         def fit(private: Path) -> None:
             train_gap(frames, settings, private, "gap", seed=self.seed)
 
-        if not (folder / "done.json").is_file():
-            build_into(folder, fit, self.energy_model)
-        self.kwh += json.loads((folder / "done.json").read_text())["kwh"]
+        folder = self.build_cached(f"gap_{model_key(labelled, settings)}", fit)
         return str(folder / "gap" / "gap.xml")
 
     def score(self, model: str, n_labels: int) -> dict[str, Any]:
@@ -354,19 +357,10 @@ class Replay:
         }
 
 
-def train_into(
-    folder: Path,
-    frames: list[Frame],
-    settings: MACEConfig,
-    seed: int,
-    energy_model: EnergyModel,
-) -> None:
-    """Train ``folder/model.model`` (with ``done.json``: its metered kWh)."""
-
-    def fit(private: Path) -> None:
-        train_mace(frames, settings, private, "model", seed=seed)
-
-    build_into(folder, fit, energy_model)
+def model_key(labelled: list[int], settings: MACEConfig | GAPConfig) -> str:
+    """A model is determined by its frames and settings (and its seed, kept apart)."""
+    text = json.dumps([sorted(labelled), settings.model_dump()])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def build_into(folder: Path, fit: Callable[[Path], None], energy_model: EnergyModel) -> None:
