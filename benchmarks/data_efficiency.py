@@ -75,10 +75,18 @@ STRATEGIES = ("random", "dpgen", "soap-fps", "alflow")
 NEEDS_COMMITTEE = {"dpgen", "alflow"}
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="acac", help="acac, si or an extxyz path")
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--initial", type=int, default=10, help="random labels to start")
     parser.add_argument("--batch", type=int, default=10, help="labels per step")
@@ -101,10 +109,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--window-quantile", type=float, default=0.5)
     parser.add_argument("--test-every", type=int, default=5, help="use every n-th test frame")
     parser.add_argument("--label-kwh", type=float, default=None, help="energy of one label")
-    parser.add_argument("--threads", type=int, default=2, help="threads in all")
+    parser.add_argument("--threads", type=positive_int, default=2, help="threads in all")
     parser.add_argument(
         "--jobs",
-        type=int,
+        type=positive_int,
         default=1,
         help="replays run side by side in this many processes, threads shared among them "
         "(two 1-thread trainings of small models do 1.3x the work of one 2-thread training)",
