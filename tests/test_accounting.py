@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from alflow.accounting import (
     merge_roll_ups,
     rapl_delta_kwh,
     read_rapl_uj,
+    register_fork_server,
     roll_up,
 )
 
@@ -93,3 +95,17 @@ def test_meter_uses_rapl_when_readable(tmp_path):
         make_rapl(tmp_path, 3_600_000_000, wrap=10**12)  # 3600 J
     assert m.record.energy_method.startswith("RAPL")
     assert m.record.energy_kwh == pytest.approx(1e-3)
+
+
+def test_fork_servers_are_left_out_of_memory_sums():
+    # the children a fork server forks share its pages; the server is not counted twice
+    hold = "import time\nblock = bytearray(300 * 2**20)\nprint(flush=True)\ntime.sleep(3)"
+    with subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE) as holder:
+        holder.stdout.readline()  # the 300 MiB are resident
+        with Meter("train", "counted", sample_interval=0.05) as counted:
+            time.sleep(0.3)
+        register_fork_server(holder.pid)
+        with Meter("train", "left out", sample_interval=0.05) as left_out:
+            time.sleep(0.3)
+        holder.kill()
+    assert counted.record.peak_rss_mib - left_out.record.peak_rss_mib >= 250

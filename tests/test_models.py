@@ -332,3 +332,17 @@ def test_a_model_is_kept_only_for_unchanged_labels(foundation) -> None:
     assert kept_model(members, 1, dataset_hash(["a", "b", "c"])) is None
     assert kept_model(members, 2, labelled) is None
     assert kept_model([foundation], 0, labelled) is None  # trained before hashes were kept
+
+
+def test_training_leaves_the_workflow_process_untouched(frames, tmp_path) -> None:
+    # mace-torch sets torch's default dtype and configures root logging when it runs;
+    # training runs in a forked child, so none of it may reach this process
+    import logging
+
+    handlers = list(logging.getLogger().handlers)
+    dtype = torch.get_default_dtype()
+    settings = MACEConfig(num_channels=4, epochs=1, batch_size=2, dtype="float64")
+    record = train_mace(frames[:6], settings, tmp_path, "isolated", seed=0)
+    assert Path(record.path).is_file()
+    assert torch.get_default_dtype() == dtype == torch.float32
+    assert logging.getLogger().handlers == handlers

@@ -1,8 +1,10 @@
 """Compute accounting: what each job used, and roll-ups per stage and iteration.
 
 Every job of the loop runs inside a :class:`Meter`, which measures wall time, CPU
-seconds of the process and of the child processes it waited for (MACE training and
-external DFT codes run as children), and peak resident memory (sampled). Energy comes
+seconds of the process and of the child processes it waited for (external DFT codes
+run as children), CPU seconds reported by processes that another process reaps (MACE
+trainings forked by a fork server, see :func:`charge_detached_cpu`), and peak resident
+memory of the whole process tree (sampled). Energy comes
 from Intel RAPL counters when the kernel exposes them, otherwise from the power model
 of Green Algorithms (Lannelongue, Grealey & Inouye, Adv. Sci. 2021):
 
@@ -182,12 +184,27 @@ def rapl_delta_kwh(start: tuple[int, int], end: tuple[int, int]) -> float:
     return delta * 1e-6 / _J_PER_KWH
 
 
+#: Fork servers: processes whose pages their forked children share (copy on write).
+_FORK_SERVERS: set[int] = set()
+
+
+def register_fork_server(pid: int) -> None:
+    """Leave ``pid`` out of memory sums.
+
+    The children a fork server forks share its pages and are counted; adding the
+    server itself would count those pages twice.
+    """
+    _FORK_SERVERS.add(pid)
+
+
 def _tree_rss_bytes(process: psutil.Process) -> int:
-    """Resident memory of a process and all its descendants."""
+    """Resident memory of a process and all its descendants (fork servers excepted)."""
     rss = 0
     try:
         rss = process.memory_info().rss
         for child in process.children(recursive=True):
+            if child.pid in _FORK_SERVERS:
+                continue
             try:
                 rss += child.memory_info().rss
             except psutil.Error:
@@ -195,6 +212,24 @@ def _tree_rss_bytes(process: psutil.Process) -> int:
     except psutil.Error:
         pass  # the process itself is gone; the sampler stops on the next tick
     return rss
+
+
+#: Meters inside their ``with`` block, for :func:`charge_detached_cpu`.
+_RUNNING: list[Meter] = []
+_RUNNING_LOCK = threading.Lock()
+
+
+def charge_detached_cpu(cpu_s: float) -> None:
+    """Add CPU time that ``RUSAGE_CHILDREN`` cannot see to every running :class:`Meter`.
+
+    A process forked by a fork server is the server's child, not this process's: its
+    CPU time goes to the server when it exits. Whoever starts such a process reports
+    its CPU time here; like a waited-for child, it counts for every meter running
+    (nested meters all include their children).
+    """
+    with _RUNNING_LOCK:
+        for meter in _RUNNING:
+            meter.detached_cpu_s += cpu_s
 
 
 class Meter:
@@ -235,6 +270,7 @@ class Meter:
         self._stop = threading.Event()
         self._peak = 0
         self._process = psutil.Process(os.getpid())
+        self.detached_cpu_s = 0.0
 
     def _sample(self) -> None:
         while not self._stop.wait(self.sample_interval):
@@ -249,9 +285,14 @@ class Meter:
         self._peak = _tree_rss_bytes(self._process)
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
+        self.detached_cpu_s = 0.0
+        with _RUNNING_LOCK:
+            _RUNNING.append(self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        with _RUNNING_LOCK:
+            _RUNNING.remove(self)
         self._stop.set()
         self._thread.join()
         wall = time.perf_counter() - self._t0
@@ -264,6 +305,7 @@ class Meter:
         cpu_children = (child_now.ru_utime + child_now.ru_stime) - (
             self._child0.ru_utime + self._child0.ru_stime
         )
+        cpu_children += self.detached_cpu_s
         peak_mib = self._peak / 2**20
         self.record = self._make_record(wall, cpu_self + cpu_children, cpu_children, peak_mib)
 

@@ -2,7 +2,9 @@
 
 Training runs ``mace.cli.run_train`` in a child process: MACE configures global
 logging and torch defaults, which must not leak into the workflow process, and the
-child's CPU time is then measured exactly. Each committee member is its own job so
+child's CPU time is then measured exactly. The child is forked from a server that has
+already imported mace-torch (:func:`alflow.train.child.run_module`), so small
+trainings do not pay seconds of imports each. Each committee member is its own job so
 that a workflow manager can run members in parallel.
 """
 
@@ -13,7 +15,6 @@ import json
 import math
 import re
 import shutil
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from alflow.accounting import EnergyModel, Meter
 from alflow.config import MACEConfig
 from alflow.dataset import job_dataset
 from alflow.frames import Frame, read_frames, write_extxyz
-from alflow.train.child import run_logged
+from alflow.train.child import run_module
 from alflow.train.records import ModelRecord, dataset_hash, file_sha256, kept_model
 
 #: Replay frames for multihead fine-tuning, in the training work folder.
@@ -445,8 +446,7 @@ def _run_mace(args: list[str], work: Path, log_path: Path, threads: int, on_epoc
         if match and on_epoch is not None:
             on_epoch(int(match.group(1)) + 1, float(match.group(2)))
 
-    command = [sys.executable, "-m", "mace.cli.run_train", *args]
-    code, tail = run_logged(command, work, log_path, threads, report_epoch)
+    code, tail = run_module("mace.cli.run_train", args, work, log_path, threads, report_epoch)
     if code != 0:
         raise TrainingError(
             f"mace-torch training failed (exit {code}); full log in "
