@@ -40,6 +40,13 @@ def run_metadata(**extra: Any) -> dict[str, Any]:
     }
 
 
+def save_figure(fig: Any, title: str, meta: dict[str, Any], path: Path) -> None:
+    """Stamp ``fig`` with ``title`` and the run's commit, date and machine; save it."""
+    fig.suptitle(f"{title}\n{meta['commit']}, {meta['date']}, {meta['machine']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def copper_campaign(
     folder: Path,
     name: str,

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import run_metadata
+from common import run_metadata, save_figure
 
 from alflow.accounting import EnergyModel, Meter
 from alflow.config import GAPConfig, MACEConfig
@@ -686,13 +686,7 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
             ax.legend(fontsize=7)
         axes[0, column].set_title(f"{results['dataset']}: {test}")
     meta = results["meta"]
-    fig.suptitle(
-        f"alflow data efficiency — {meta['seeds']} seeds, mean ± std\n{meta['commit']}, "
-        f"{meta['date']}, {meta['machine']}",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, f"alflow data efficiency — {meta['seeds']} seeds, mean ± std", meta, path)
 
 
 def report(results: dict[str, Any], tests: list[str]) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import run_metadata
+from common import run_metadata, save_figure
 
 from alflow.config import ExploreConfig, MACEConfig
 from alflow.explore.md import run_md
@@ -150,9 +150,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     )
     ax.legend(fontsize=8)
     meta = results["meta"]
-    fig.suptitle(f"alflow MD throughput — {meta['commit']}, {meta['date']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, "alflow MD throughput", meta, path)
 
 
 if __name__ == "__main__":

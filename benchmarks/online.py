@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from ase.build import bulk
 from ase.io import write
-from common import copper_campaign, run_metadata
+from common import copper_campaign, run_metadata, save_figure
 from jobflow import run_locally
 
 from alflow.campaign import campaign_flow
@@ -258,11 +258,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axes[3].set(ylabel="metered kWh of the whole run (mean over seeds)", title="by stage")
     axes[3].legend(fontsize=7)
     meta = results["meta"]
-    fig.suptitle(
-        f"online AL on Cu/EMT — {meta['commit']}, {meta['date']}, {meta['machine']}", fontsize=9
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, "online AL on Cu/EMT", meta, path)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 
 from ase.build import bulk
 from ase.io import write
-from common import copper_campaign, run_metadata
+from common import copper_campaign, run_metadata, save_figure
 from jobflow import run_locally
 
 from alflow.campaign import campaign_flow
@@ -161,9 +161,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     )
     ax.legend(fontsize=7, loc="lower right")
     meta = results["meta"]
-    fig.suptitle(f"alflow — {meta['commit']}, {meta['date']}, {meta['machine']}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, "alflow workflow overhead", meta, path)
 
 
 def report(results: dict[str, Any]) -> None:

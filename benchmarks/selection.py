@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import run_metadata
+from common import run_metadata, save_figure
 
 from alflow.select.policy import select_frames
 from alflow.select.soap import SOAPDescriptor, SOAPSettings, score_candidates
@@ -159,9 +159,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axes[1].set(xlabel="SOAP novelty", ylabel="density", title="novelty")
     axes[1].legend()
     meta = results["meta"]
-    fig.suptitle(f"alflow selection benchmark — {meta['commit']}, {meta['date']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, "alflow selection benchmark", meta, path)
 
 
 if __name__ == "__main__":

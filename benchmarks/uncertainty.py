@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import run_metadata
+from common import run_metadata, save_figure
 
 from alflow.accounting import Meter
 from alflow.config import GAPConfig, MACEConfig
@@ -425,12 +425,7 @@ def plot(results: dict[str, Any], curves: dict[str, Any], path: Path) -> None:
     for ax in (axes[0], axes[1], axes[3]):
         ax.legend(fontsize=7)
     meta = results["meta"]
-    fig.suptitle(
-        f"alflow uncertainty benchmark — {meta['commit']}, {meta['date']}, {meta['machine']}",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, "alflow uncertainty benchmark", meta, path)
 
 
 def report(results: dict[str, Any]) -> None:
