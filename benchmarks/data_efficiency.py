@@ -16,7 +16,12 @@ trained on what it selected and scored on the test sets. Strategies:
     (the autoplex/wfl approach);
 ``alflow``
     alflow's default policy on the same committee: window, SOAP novelty, then
-    farthest-point sampling seeded with the training set (:mod:`alflow.select.policy`).
+    farthest-point sampling seeded with the training set (:mod:`alflow.select.policy`);
+``oracle`` (a reference, not run unless asked for)
+    the frames on which the scored model's force error is largest, computed from the
+    pool's labels: what selection by a perfect error estimate would pick. No real
+    strategy can know these errors; the curve says how far ranking by error can get
+    on this pool at all.
 
 The scored model is MACE member 0 (``--scorer mace``) or, with ``--scorer gap``, a GAP
 (2-body + SOAP) fitted on the same frames: a kernel fit is exact, so its curve shows
@@ -72,6 +77,8 @@ from alflow.train.mace import train_mace
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
 STRATEGIES = ("random", "dpgen", "soap-fps", "alflow")
+#: Strategies that no campaign could run (they read the pool's labels), run on request.
+REFERENCES = ("oracle",)
 NEEDS_COMMITTEE = {"dpgen", "alflow"}
 
 
@@ -86,7 +93,13 @@ def positive_int(text: str) -> int:
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="acac", help="acac, si or an extxyz path")
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        choices=STRATEGIES + REFERENCES,
+        default=list(STRATEGIES),
+        help="oracle: a reference that picks by the true error (not run by default)",
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--initial", type=int, default=10, help="random labels to start")
     parser.add_argument("--batch", type=int, default=10, help="labels per step")
@@ -246,7 +259,7 @@ class Replay:
             if len(labelled) >= self.args.budget:
                 return curve
             batch = min(self.args.batch, self.args.budget - len(labelled))
-            labelled += self.select(models, labelled, batch)
+            labelled += self.select(models, labelled, batch, scored)
 
     def train(self, labelled: list[int], members: list[int] | None = None) -> list[str]:
         """MACE models on the labelled frames: the committee for the strategies that need
@@ -284,12 +297,17 @@ class Replay:
         self.kwh += json.loads((folder / "done.json").read_text())["kwh"]
         return folder
 
-    def select(self, models: list[str], labelled: list[int], batch: int) -> list[int]:
+    def select(self, models: list[str], labelled: list[int], batch: int, scored: str) -> list[int]:
         taken = set(labelled)
         candidates = [i for i in range(len(self.pool)) if i not in taken]
         rng = np.random.default_rng(self.seed * 1000 + len(labelled))
         if self.strategy == "random":
             return [int(i) for i in rng.choice(candidates, batch, replace=False)]
+        if self.strategy == "oracle":
+            with Meter("select", energy_model=self.energy_model) as meter:
+                errors = self.force_rmse_per_frame(scored, candidates)
+            self.kwh += meter.record.energy_kwh
+            return [candidates[i] for i in np.argsort(-errors, kind="stable")[:batch]]
         with Meter("select", energy_model=self.energy_model) as meter:
             deviations = np.zeros(len(candidates))
             if self.strategy in NEEDS_COMMITTEE:
@@ -334,17 +352,32 @@ class Replay:
         folder = self.build_cached(f"gap_{model_key(labelled, settings)}", fit)
         return str(folder / "gap" / "gap.xml")
 
-    def score(self, model: str, n_labels: int) -> dict[str, Any]:
+    def calculator(self, model: str) -> Any:
+        """An ASE calculator of the scored model."""
         if self.args.scorer == "gap":
             from quippy.potential import Potential
 
-            calc = Potential(param_filename=model)
-        else:
-            from mace.calculators import MACECalculator
+            return Potential(param_filename=model)
+        from mace.calculators import MACECalculator
 
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*weights_only.*")
-                calc = MACECalculator(model_paths=model, device="cpu", default_dtype="float64")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*weights_only.*")
+            return MACECalculator(model_paths=model, device="cpu", default_dtype="float64")
+
+    def force_rmse_per_frame(self, model: str, indices: list[int]) -> np.ndarray:
+        """The scored model's force RMSE on each pool frame, from the pool's labels."""
+        calc = self.calculator(model)
+        errors = []
+        for i in indices:
+            atoms = self.pool[i].to_atoms(with_labels=False)
+            atoms.calc = calc
+            errors.append(
+                np.sqrt(np.mean((atoms.get_forces() - np.asarray(self.pool[i].forces)) ** 2))
+            )
+        return np.asarray(errors)
+
+    def score(self, model: str, n_labels: int) -> dict[str, Any]:
+        calc = self.calculator(model)
         tests = {}
         for name, frames in self.tests.items():
             de, df = [], []
@@ -673,7 +706,8 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
                 xs = [p[x] for p in curve]
                 ys = np.array([p[f"{test}{suffix}"] for p in curve]) * 1000
                 spread = np.array([p[f"{test}{suffix}_std"] for p in curve]) * 1000
-                ax.errorbar(xs, ys, spread, marker="o", capsize=3, label=strategy)
+                style = {"ls": "--", "c": "grey"} if strategy in REFERENCES else {}
+                ax.errorbar(xs, ys, spread, marker="o", capsize=3, label=strategy, **style)
             xlabel = (
                 "labels" if x == "labels" else "total compute (kWh: labels + training + selection)"
             )
