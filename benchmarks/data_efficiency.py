@@ -17,6 +17,10 @@ trained on what it selected and scored on the test sets. Strategies:
 ``alflow``
     alflow's default policy on the same committee: window, SOAP novelty, then
     farthest-point sampling seeded with the training set (:mod:`alflow.select.policy`);
+``alflow-energy``
+    the same with alflow's energy window (``select.energy_lo``): frames whose
+    committee energy spread per atom is above the pool's ``--energy-quantile`` are
+    candidates too, whatever their force uncertainty;
 ``oracle`` (a reference, not run unless asked for)
     the frames on which the scored model's force error is largest, computed from the
     pool's labels: what selection by a perfect error estimate would pick. No real
@@ -32,7 +36,7 @@ the strategy's model cost instead of MACE member 0 (results ``..._gap.json``).
 The trust window is relative, because a replayed pool has no broken frames and
 absolute thresholds do not transfer between datasets: frames whose committee
 uncertainty is above the pool's ``--window-quantile`` quantile are candidates (the
-same window for dpgen and alflow).
+same window for dpgen and alflow; the energy window of alflow-energy is relative too).
 
 Compute is metered per job (training, committee inference on the pool, SOAP) and
 converted to kWh with alflow's power model; a label costs ``--label-kwh``, unless
@@ -76,10 +80,12 @@ from alflow.train.mace import train_mace
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
-STRATEGIES = ("random", "dpgen", "soap-fps", "alflow")
+STRATEGIES = ("random", "dpgen", "soap-fps", "alflow", "alflow-energy")
 #: Strategies that no campaign could run (they read the pool's labels), run on request.
 REFERENCES = ("oracle",)
-NEEDS_COMMITTEE = {"dpgen", "alflow"}
+NEEDS_COMMITTEE = {"dpgen", "alflow", "alflow-energy"}
+#: Strategy of alflow.select.policy that each replay strategy runs.
+POLICY = {"dpgen": "dpgen", "soap-fps": "soap-fps", "alflow": "alflow", "alflow-energy": "alflow"}
 
 
 def positive_int(text: str) -> int:
@@ -120,6 +126,12 @@ def arguments() -> argparse.Namespace:
         "GAP fitted on the same frames (exact fit: the frames' worth without optimiser noise)",
     )
     parser.add_argument("--window-quantile", type=float, default=0.5)
+    parser.add_argument(
+        "--energy-quantile",
+        type=float,
+        default=0.8,
+        help="alflow-energy: frames above this quantile of the energy spread are candidates",
+    )
     parser.add_argument("--test-every", type=int, default=5, help="use every n-th test frame")
     parser.add_argument("--label-kwh", type=float, default=None, help="energy of one label")
     parser.add_argument("--threads", type=positive_int, default=2, help="threads in all")
@@ -310,12 +322,16 @@ class Replay:
             return [candidates[i] for i in np.argsort(-errors, kind="stable")[:batch]]
         with Meter("select", energy_model=self.energy_model) as meter:
             deviations = np.zeros(len(candidates))
+            energy = energy_lo = None
             if self.strategy in NEEDS_COMMITTEE:
                 measures = committee_deviation(models, [self.pool[i] for i in candidates])
-                deviations = measures[self.strategy]
+                deviations = measures[POLICY[self.strategy]]
+            if self.strategy == "alflow-energy":
+                energy = measures["energy"]
+                energy_lo = float(np.quantile(energy, self.args.energy_quantile))
             lo = float(np.quantile(deviations, self.args.window_quantile))
             scores = None
-            if self.strategy in {"soap-fps", "alflow"}:
+            if POLICY[self.strategy] in {"soap-fps", "alflow"}:
                 descriptor = SOAPDescriptor(self.species, SOAPSettings(), self.periodic)
                 scores = score_candidates(
                     descriptor,
@@ -323,7 +339,7 @@ class Replay:
                     [self.pool[i].to_atoms(with_labels=False) for i in labelled],
                 )
             picks = select_frames(
-                self.strategy,  # type: ignore[arg-type]
+                POLICY[self.strategy],  # type: ignore[arg-type]
                 deviations,
                 scores.vectors if scores is not None else np.zeros((len(candidates), 1)),
                 lo=lo if self.strategy in NEEDS_COMMITTEE else 0.0,
@@ -332,6 +348,8 @@ class Replay:
                 reference=scores.training_vectors if scores is not None else None,
                 novelty=scores.novelty if scores is not None else None,
                 seed=int(rng.integers(1 << 31)),
+                energy_deviations=energy,
+                energy_lo=energy_lo,
             )
         self.kwh += meter.record.energy_kwh
         chosen = [candidates[p.index] for p in picks]
@@ -443,6 +461,7 @@ class FinishedRuns:
             "epochs",
             "min_steps",
             "window_quantile",
+            "energy_quantile",
         )
         self.settings = {k: getattr(args, k) for k in keys}
         self.settings |= {"test_every": args.test_every, "label_kwh": label_kwh}
@@ -472,16 +491,18 @@ def committee_deviation(models: list[str], frames: list[Frame]) -> dict[str, np.
     """Frame uncertainties of the committee, uncalibrated (a replay has no held-out set).
 
     ``dpgen``: DP-GEN's max over atoms of the per-atom force spread; ``alflow``:
-    alflow's expected max force error of the per-atom spreads.
+    alflow's expected max force error of the per-atom spreads; ``energy``: the
+    energy spread per atom.
     """
     from alflow.uncertainty.committee import CommitteeCalculator
 
     calc = CommitteeCalculator(models)
-    out: dict[str, list[float]] = {"dpgen": [], "alflow": []}
+    out: dict[str, list[float]] = {"dpgen": [], "alflow": [], "energy": []}
     for frame in frames:
         calc.calculate(frame.to_atoms(with_labels=False), ["energy", "forces", "force_deviation"])
         out["dpgen"].append(calc.results["raw_force_deviation"])
         out["alflow"].append(calc.results["force_deviation"])
+        out["energy"].append(calc.results["energy_deviation"])
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -574,6 +595,7 @@ def main() -> None:
             epochs=args.epochs,
             min_steps=args.min_steps,
             window_quantile=args.window_quantile,
+            energy_quantile=args.energy_quantile,
             scorer=args.scorer,
             test_every=args.test_every,
             threads=args.threads,

@@ -30,6 +30,20 @@ def test_fit_scale_recovers_the_true_factor() -> None:
     assert fit_scale(sigma, gaussian_errors(sigma, 2.5, rng)) == pytest.approx(2.5, rel=0.02)
 
 
+def test_energy_factor_is_fitted_beside_the_force_factor() -> None:
+    rng = np.random.default_rng(3)
+    sigma = [rng.uniform(0.05, 0.5, 10) for _ in range(500)]
+    errors = [gaussian_errors(s, 2.0, rng) for s in sigma]
+    energy_sigma = rng.uniform(0.001, 0.01, 500)  # eV/atom
+    energy_errors = np.abs(rng.normal(size=500) * 4.0 * energy_sigma)
+    calibration = calibrate(sigma, errors, None, energy_sigma, energy_errors)
+    assert calibration.scale == pytest.approx(2.0, rel=0.05)
+    assert calibration.energy_scale == pytest.approx(4.0, rel=0.1)
+    # no energy spreads (a single model, or energies not given): the factor stays 1
+    assert calibrate(sigma, errors, None, np.zeros(500), energy_errors).energy_scale == 1.0
+    assert calibrate(sigma, errors).energy_scale == 1.0
+
+
 def test_element_factors_recover_each_element() -> None:
     rng = np.random.default_rng(1)
     sigma = rng.uniform(0.05, 0.5, 20000)
@@ -102,7 +116,7 @@ class FixedSpread(UncertaintyCalculator):
     def calculate(self, atoms=None, properties=None, system_changes=None) -> None:
         super().calculate(atoms, properties, system_changes or [])
         self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3))}
-        self._store_uncertainty(0.0, np.full(len(self.atoms), 0.1))
+        self._store_uncertainty(0.3, np.full(len(self.atoms), 0.1))
 
 
 def test_calculators_apply_the_factor_of_each_atoms_element() -> None:
@@ -118,6 +132,14 @@ def test_calculators_apply_the_factor_of_each_atoms_element() -> None:
     )
     assert calc.results["force_deviation"] > 0.5
     assert calc.results["raw_force_deviation"] == pytest.approx(0.1)
+    # the energy spread of 0.3 eV over 3 atoms, uncalibrated then calibrated
+    assert calc.results["energy_deviation"] == pytest.approx(0.1)
+    calc = FixedSpread(energy_scale=2.0)
+    assert calc.calibrated
+    calc.calculate(water, ["energy_deviation"])
+    assert calc.results["energy_deviation"] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="H must be positive"):
         FixedSpread(element_scales={"H": 0.0})
+    with pytest.raises(ValueError, match="energy_scale must be positive"):
+        FixedSpread(energy_scale=-1.0)
     assert not FixedSpread().calibrated

@@ -159,3 +159,14 @@ def test_a_server_that_dies_mid_run_is_a_failed_run(trainer, tmp_path) -> None:
     assert code == -1
     assert "fork server ended" in tail[-1]
     assert not any(s is server for s in child._IDLE)
+
+
+def test_a_module_the_server_cannot_import_is_a_failed_run(trainer, tmp_path) -> None:
+    broken = f"broken_{trainer}"
+    (tmp_path / "modules" / f"{broken}.py").write_text("import no_such_module_anywhere\n")
+    log = tmp_path / "broken.log"
+    code, tail = child.run_module(broken, [], tmp_path, log, threads=1)
+    assert code == -1
+    assert "No module named 'no_such_module_anywhere'" in log.read_text()
+    assert "fork server ended" in tail[0] and "no_such_module_anywhere" in tail[-1]
+    assert not any(s.modules == (broken,) for s in child._IDLE)

@@ -85,6 +85,16 @@ def test_lo_above_hi_is_rejected_with_the_rule(tmp_path, ethanol_xyz):
     assert "lo (0.9) must be smaller than hi (0.5)" in problem.message
 
 
+def test_energy_threshold_is_off_by_default_and_positive(tmp_path, ethanol_xyz):
+    assert load_campaign(write(tmp_path, GOOD)).select.energy_lo is None
+    text = GOOD.replace("hi: 0.5", "hi: 0.5\n  energy_lo: 0.004")
+    assert load_campaign(write(tmp_path, text)).select.energy_lo == 0.004
+    [problem] = problems(tmp_path, GOOD.replace("hi: 0.5", "hi: 0.5\n  energy_lo: 0"))
+    assert problem.field == "select.energy_lo"
+    assert problem.line == 16
+    assert "greater than 0" in problem.message
+
+
 def test_missing_file_says_where_it_looked(tmp_path):
     [problem] = problems(tmp_path, GOOD)  # no ethanol.xyz written
     assert problem.field == "system.structures[0]"

@@ -19,9 +19,10 @@ from alflow.uncertainty.frame_error import expected_max_error
 class EMTWithUncertainty(UncertaintyCalculator):
     """EMT energies, forces and stress; a fixed per-atom uncertainty."""
 
-    def __init__(self, uncertainty: float = 0.1) -> None:
+    def __init__(self, uncertainty: float = 0.1, energy_uncertainty: float = 0.0) -> None:
         super().__init__()
         self.uncertainty = uncertainty
+        self.energy_uncertainty = energy_uncertainty
         self._emt = EMT()
 
     def calculate(self, atoms=None, properties=None, system_changes=None):
@@ -34,7 +35,7 @@ class EMTWithUncertainty(UncertaintyCalculator):
             "forces": work.get_forces(),
             "stress": work.get_stress(),
         }
-        self._store_uncertainty(0.0, np.full(len(work), self.uncertainty))
+        self._store_uncertainty(self.energy_uncertainty, np.full(len(work), self.uncertainty))
 
 
 @pytest.fixture
@@ -42,12 +43,12 @@ def copper() -> Frame:
     return Frame.from_atoms(bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2))
 
 
-def explore(copper, uncertainty=0.1, hi=1.0, pressure=0.0, **settings):
+def explore(copper, uncertainty=0.1, hi=1.0, pressure=0.0, energy_uncertainty=0.0, **settings):
     config = ExploreConfig(
         steps=200, timestep_fs=2.0, record_every=20, **{"temperature_K": 300, **settings}
     )
     return run_md(
-        EMTWithUncertainty(uncertainty),
+        EMTWithUncertainty(uncertainty, energy_uncertainty),
         copper,
         config,
         config.temperature_K[0],
@@ -65,13 +66,15 @@ def test_ramp_is_linear_and_clamped():
 
 
 def test_nvt_keeps_the_cell_and_records_frames(copper):
-    result = explore(copper, ramp_to_K=600)
+    result = explore(copper, ramp_to_K=600, energy_uncertainty=0.32)
     assert result.steps_done == 200 and not result.stopped_early
     assert len(result.frames) == 10 and result.pressure_GPa is None
     assert all(np.allclose(f.cell, copper.cell) for f in result.frames)
     # 32 atoms at 0.1 eV/Å each: the frame's expected largest error
     expected = expected_max_error(np.full(32, 0.1))
     assert all(f.provenance.deviation == pytest.approx(expected) for f in result.frames)
+    # and the energy uncertainty per atom of every frame: 0.32 eV over 32 atoms
+    assert result.energy_deviations == pytest.approx([0.01] * 10)
 
 
 @pytest.mark.parametrize("ensemble", ["npt-mtk", "npt-berendsen"])

@@ -44,6 +44,12 @@ def foundation(frames: list[Frame], workdir: Path):
     return train_mace(frames[:12], MACEConfig(**TINY), workdir, "foundation", seed=1)
 
 
+@pytest.fixture(scope="module")
+def other(frames: list[Frame], workdir: Path):
+    """A second model on the same frames (another seed): with ``foundation``, a committee."""
+    return train_mace(frames[:12], MACEConfig(**TINY), workdir, "other", seed=5)
+
+
 def test_scratch_record_describes_the_model(foundation, workdir: Path) -> None:
     assert foundation.start == "scratch" and foundation.parent_sha256 is None
     assert foundation.sha256 == file_sha256(workdir / "foundation.model")
@@ -190,6 +196,26 @@ def test_validation_calibrates_the_shallow_ensemble(frames, foundation, workdir)
     assert calibration.ence_calibrated <= calibration.ence_raw + 1e-9 or calibration.scale == 1
 
 
+def test_validation_fits_the_energy_factor_of_a_committee(frames, foundation, other) -> None:
+    calc = make_estimator([foundation, other])
+    held_out = frames[20:]
+    _, _, calibration, _ = validate_estimator(calc, held_out)
+    # the maximum-likelihood factor between energy spreads and errors, per atom
+    spreads, errors = [], []
+    for frame in held_out:
+        calc.calculate(frame.to_atoms(with_labels=False), ["energy", "energy_deviation"])
+        spreads.append(calc.results["energy_std"] / frame.n_atoms)
+        errors.append((calc.results["energy"] - frame.energy) / frame.n_atoms)
+    expected = np.sqrt(np.sum(np.square(errors)) / np.sum(np.square(spreads)))
+    assert calibration.energy_scale == pytest.approx(expected)
+    calibrated = make_estimator([foundation, other], energy_scale=calibration.energy_scale)
+    atoms = held_out[0].to_atoms(with_labels=False)
+    calibrated.calculate(atoms, ["energy", "energy_deviation"])
+    assert calibrated.results["energy_deviation"] == pytest.approx(
+        calibration.energy_scale * spreads[0]
+    )
+
+
 def test_gap_variance_grows_away_from_the_data(frames, workdir) -> None:
     settings = GAPConfig(model="gap", soap_n_sparse=40, two_body_n_sparse=10)
     record = train_gap(frames[:12], settings, workdir, "gap", seed=0)
@@ -219,12 +245,11 @@ def test_make_estimator_rejects_mixed_or_wrong_counts(foundation, workdir) -> No
         make_estimator([foundation])
 
 
-def test_committee_driven_by_its_first_member(frames, foundation, workdir) -> None:
+def test_committee_driven_by_its_first_member(frames, foundation, other) -> None:
     from mace.calculators import MACECalculator
 
     from alflow.uncertainty.committee import CommitteeCalculator
 
-    other = train_mace(frames[:12], MACEConfig(**TINY), workdir, "other", seed=5)
     paths = [foundation.path, other.path]
     lazy = CommitteeCalculator(paths, forces="first")
     full = CommitteeCalculator(paths, forces="mean")
@@ -244,6 +269,13 @@ def test_committee_driven_by_its_first_member(frames, foundation, workdir) -> No
     assert lazy.results["force_deviation"] == pytest.approx(full.results["force_deviation"])
     assert np.allclose(full.results["forces"], full.results["forces_committee"].mean(axis=0))
     assert not np.allclose(full.results["forces"], single.results["forces"])
+    # the energy uncertainty per atom is the members' energy spread over the atoms
+    second = MACECalculator(model_paths=other.path, device="cpu", default_dtype="float64")
+    second.calculate(atoms.copy(), ["energy"])
+    spread = np.std([single.results["energy"], second.results["energy"]])
+    assert spread > 0
+    assert full.results["energy_deviation"] == pytest.approx(spread / len(atoms))
+    assert lazy.results["energy_deviation"] == pytest.approx(spread / len(atoms))
     with pytest.raises(ValueError, match="'mean' or 'first'"):
         CommitteeCalculator(paths, forces="median")
 

@@ -28,6 +28,33 @@ def test_window_rejects_inverted_thresholds():
         in_window([0.1], 0.5, 0.5)
 
 
+def test_energy_threshold_adds_frames_below_lo_but_never_above_hi():
+    forces = [0.0, 0.01, 0.1, 0.6, 0.0]
+    energy = [0.004, 0.0, 0.0, 0.02, 0.001]  # eV/atom
+    assert in_window(forces, 0.05, 0.5).tolist() == [False, False, True, False, False]
+    with_energy = in_window(forces, 0.05, 0.5, energy, energy_lo=0.003)
+    # frame 0: a strained crystal, zero forces, unsure energy; frame 3 is still failed
+    assert with_energy.tolist() == [True, False, True, False, False]
+    counts = count_window(forces, 0.05, 0.5, energy, energy_lo=0.003)
+    assert (counts.accurate, counts.candidate, counts.failed) == (2, 2, 1)
+    # without a threshold the energies change nothing
+    assert in_window(forces, 0.05, 0.5, energy).tolist() == in_window(forces, 0.05, 0.5).tolist()
+    with pytest.raises(ValueError, match="2 energy uncertainties for 5"):
+        in_window(forces, 0.05, 0.5, [0.1, 0.2], energy_lo=0.003)
+
+
+def test_policy_selects_energy_candidates_and_says_why():
+    energy = np.array([0.009, 0, 0, 0, 0, 0, 0.00002, 0])  # eV/atom
+    picks = select_frames(
+        "alflow", DEVIATIONS, VECTORS, 0.05, 0.5, cap=8, energy_deviations=energy, energy_lo=0.005
+    )
+    chosen = {p.index for p in picks}
+    assert 0 in chosen and 6 not in chosen  # 9 meV/atom reaches the threshold, 0.02 does not
+    assert chosen - {0} == {1, 2, 3, 5, 7}
+    reason = next(p.reason for p in picks if p.index == 0)
+    assert "energy uncertainty 9.0 meV/atom" in reason
+
+
 def test_fps_picks_spread_points_in_order():
     x = np.array([[0.0], [0.1], [5.0], [10.0], [9.9], [4.0]])
     # first: farthest from the mean (4.83) is 10.0; then 0.0; then 5.0, which is
@@ -180,3 +207,59 @@ def test_physical_filter_drops_collapsed_and_non_finite_frames():
     broken = good.copy()
     broken.positions[3, 2] = np.nan
     assert physically_sane([good, collapsed, broken, good]).tolist() == [True, False, False, True]
+
+
+def copper_frames():
+    from ase.build import bulk
+
+    from alflow.frames import Frame
+
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    thermal = []
+    for i in range(6):
+        atoms = cell.copy()
+        atoms.rattle(0.05, seed=i)
+        thermal.append(Frame.from_atoms(atoms))
+    strained = cell.copy()
+    strained.set_cell(cell.cell * 1.04, scale_atoms=True)
+    return [*thermal, Frame.from_atoms(strained)], [Frame.from_atoms(cell)]
+
+
+def test_select_job_labels_a_strained_crystal_only_with_the_energy_threshold():
+    from alflow.config import SelectConfig
+    from alflow.select.jobs import SelectMaker
+
+    frames, training = copper_frames()
+    # the strained perfect crystal (last) has zero forces for every model: no force
+    # uncertainty at all, but the models disagree on its energy
+    deviations = np.array([0.2] * 6 + [0.0])
+    energy = np.array([0.001] * 6 + [0.01])
+
+    def chosen(**settings):
+        maker = SelectMaker(settings=SelectConfig(lo=0.05, hi=1.0, **settings))
+        return maker._choose(frames, deviations, energy, training, cap=7, iteration=1)
+
+    assert 6 not in {p.index for p in chosen()}
+    picks = chosen(energy_lo=0.005)
+    assert {p.index for p in picks} == set(range(7))
+    assert "energy uncertainty 10.0 meV/atom" in next(p.reason for p in picks if p.index == 6)
+
+
+def test_runs_recorded_without_energy_uncertainties_select_by_forces():
+    from alflow.explore.md import ExploreResult
+    from alflow.select.jobs import energy_of
+
+    frames, _ = copper_frames()
+    old = ExploreResult(
+        run_id="it001-run00",
+        iteration=1,
+        structure_index=0,
+        temperature_K=300,
+        steps_requested=70,
+        steps_done=70,
+        stopped_early=False,
+        deviations=[0.1] * 7,
+        frames=frames,
+    )
+    assert energy_of(old) == [0.0] * 7
+    assert energy_of(old.model_copy(update={"energy_deviations": [0.2] * 7})) == [0.2] * 7

@@ -105,6 +105,9 @@ def close_iteration(
             "uncertainty_element_scales": (
                 record.calibration.element_scales if record.calibration else {}
             ),
+            "uncertainty_energy_scale": (
+                record.calibration.energy_scale if record.calibration else 1.0
+            ),
             "labels_used": labels_used,
             "stopped": decision.stop,
             "stop_reason": decision.reason if decision.stop else None,
@@ -205,6 +208,7 @@ def iteration_flow(campaign: Campaign, state: CampaignState, iteration: int) -> 
             scale=state.uncertainty_scale,
             pressure_GPa=pressure,
             element_scales=state.uncertainty_element_scales,
+            energy_scale=state.uncertainty_energy_scale,
         )
         md.name = f"explore {run + 1}/{campaign.explore.runs}"
         md_jobs.append(md)

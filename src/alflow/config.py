@@ -352,6 +352,13 @@ class SelectConfig(_Section):
         "above which a frame is taken as unphysical (DP-GEN's 'failed': not labelled, "
         "and MD runs stop after explore.patience such frames).",
     )
+    energy_lo: float | None = Field(
+        None,
+        gt=0,
+        description="Energy uncertainty per atom (predicted energy error, calibrated; "
+        "eV/atom) from which a frame below lo is a candidate too: strained or compressed "
+        "crystals, whose forces vanish by symmetry for every model. null: forces only.",
+    )
     max_per_iteration: int = Field(8, ge=1, description="Labels per iteration, at most.")
     strategy: Literal["alflow", "dpgen", "max-uncertainty", "soap-fps"] = Field(
         "alflow",

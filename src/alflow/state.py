@@ -78,6 +78,11 @@ class CampaignState(BaseModel):
         description="Calibration factor per element, used instead of uncertainty_scale "
         "for atoms of that element.",
     )
+    uncertainty_energy_scale: float = Field(
+        1.0,
+        description="Calibration factor of the current models' energy uncertainty per atom "
+        "(1 when no held-out frames were given).",
+    )
     labels_used: int = Field(0, description="Frames sent to the labeller so far (good and failed).")
     stopped: bool = Field(False, description="Whether the campaign has ended.")
     stop_reason: str | None = Field(None, description="Why it ended.")

@@ -99,10 +99,13 @@ def validate_estimator(
     if calc.calibrated:
         raise ValueError("validate with an uncalibrated estimator (scale 1)")
     pred_e, pred_f, members, sigma, errors, symbols = [], [], [], [], [], []
+    energy_sigma, energy_errors = [], []
     for frame in frames:
         calc.calculate(frame.to_atoms(with_labels=False), ["energy", "forces", "force_deviation"])
         forces = np.asarray(calc.results["forces"])
         pred_e.append(calc.results["energy"])
+        energy_sigma.append(float(calc.results["energy_deviation"]))  # raw: scale 1 here
+        energy_errors.append(abs(calc.results["energy"] - frame.energy) / frame.n_atoms)
         pred_f.append(forces)
         sigma.append(np.asarray(calc.results["forces_std"]))
         errors.append(np.linalg.norm(forces - np.asarray(frame.forces), axis=1))
@@ -121,7 +124,7 @@ def validate_estimator(
             _rmse(np.concatenate([m[k].ravel() for m in members]), reference)
             for k in range(members[0].shape[0])
         ]
-    calibration = calibrate(sigma, errors, symbols)
+    calibration = calibrate(sigma, errors, symbols, energy_sigma, energy_errors)
     calibrated_deviation = [
         expected_max_error(s * atom_factors(z, calibration.scale, calibration.element_scales))
         for s, z in zip(sigma, symbols, strict=True)

@@ -46,6 +46,11 @@ class ExploreResult(BaseModel):
     stopped_early: bool = Field(description="Whether the run ended before its steps.")
     stop_reason: str | None = Field(None, description="Why it ended early.")
     deviations: list[float] = Field(description="Deviation of each recorded frame.")
+    energy_deviations: list[float] = Field(
+        default_factory=list,
+        description="Calibrated energy uncertainty per atom of each recorded frame (eV/atom); "
+        "empty in runs recorded before alflow kept it.",
+    )
     frames: list[Frame] = Field(description="Recorded frames (in the data store).")
     compute: ComputeRecord | None = Field(None, description="Cost of the run.")
 
@@ -84,6 +89,7 @@ class MDMaker(Maker):
         scale: float = 1.0,
         pressure_GPa: float = 0.0,
         element_scales: dict[str, float] | None = None,
+        energy_scale: float = 1.0,
     ) -> ExploreResult:
         """Run one MD trajectory.
 
@@ -109,10 +115,14 @@ class MDMaker(Maker):
             Barostat pressure (NPT only).
         element_scales
             Calibration factor per element, used instead of ``scale`` where given.
+        energy_scale
+            Calibration factor of the models' energy uncertainty per atom.
         """
         run_id = f"it{iteration:03d}-run{run:02d}"
         with Meter("explore", self.name, self.energy_model) as meter:
-            calc = make_estimator(models, scale, element_scales, self.settings.committee_forces)
+            calc = make_estimator(
+                models, scale, element_scales, self.settings.committee_forces, energy_scale
+            )
             result = run_md(
                 calc,
                 structure,
@@ -169,6 +179,7 @@ def run_md(
     volume0 = atoms.get_volume() if atoms.pbc.all() else None
     frames: list[Frame] = []
     deviations: list[float] = []
+    energy_deviations: list[float] = []
     stop_reason = None
     steps = 0
     above = 0
@@ -186,6 +197,7 @@ def run_md(
             break  # a broken frame is neither recorded nor worth a label
         deviation = force_deviation(calc, atoms)
         deviations.append(deviation)
+        energy_deviations.append(float(calc.results["energy_deviation"]))
         frames.append(_snapshot(atoms, iteration, run_id, steps, deviation))
         above = above + 1 if deviation > hi else 0
         if above >= settings.patience:
@@ -209,6 +221,7 @@ def run_md(
         stopped_early=stop_reason is not None,
         stop_reason=stop_reason,
         deviations=deviations,
+        energy_deviations=energy_deviations,
         frames=frames,
     )
 

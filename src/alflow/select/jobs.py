@@ -20,6 +20,17 @@ from alflow.select.soap import SOAPDescriptor, score_candidates
 from alflow.select.window import WindowCounts, count_window, in_window
 
 
+def energy_of(run: ExploreResult) -> list[float]:
+    """Energy uncertainties of a run's frames.
+
+    Zeros for a run recorded without them (an iteration resumed across an upgrade):
+    its frames then count by their forces only.
+    """
+    if len(run.energy_deviations) == len(run.deviations):
+        return list(run.energy_deviations)
+    return [0.0] * len(run.deviations)
+
+
 class SelectionSummary(BaseModel):
     """What selection saw and chose."""
 
@@ -74,13 +85,14 @@ class SelectMaker(Maker):
             explored = [ExploreResult.model_validate(e) for e in explored]
             frames = [f for run in explored for f in run.frames]
             deviations = np.array([d for run in explored for d in run.deviations])
+            energy_deviations = np.array([e for run in explored for e in energy_of(run)])
             # only what existed before this iteration counts: a resumed iteration
             # must make the same choices as the interrupted one, so that the labels
             # it already finished are found again instead of replaced
             spent = dataset.labels_spent(max_iteration=iteration - 1)
             cap = selection_cap(self.settings.max_per_iteration, spent, self.max_labels)
             training = dataset.frames(max_iteration=iteration - 1)
-            picks = self._choose(frames, deviations, training, cap, iteration)
+            picks = self._choose(frames, deviations, energy_deviations, training, cap, iteration)
             selected = [
                 frames[p.index].model_copy(
                     update={
@@ -97,7 +109,13 @@ class SelectMaker(Maker):
             ]
         summary = SelectionSummary(
             iteration=iteration,
-            explored=count_window(deviations, self.settings.lo, self.settings.hi),
+            explored=count_window(
+                deviations,
+                self.settings.lo,
+                self.settings.hi,
+                energy_deviations,
+                self.settings.energy_lo,
+            ),
             median_deviation=float(np.median(deviations)) if len(deviations) else None,
             runs=len(explored),
             runs_stopped_early=sum(run.stopped_early for run in explored),
@@ -118,6 +136,7 @@ class SelectMaker(Maker):
         self,
         frames: list[Frame],
         deviations: np.ndarray,
+        energy_deviations: np.ndarray,
         training: list[Frame],
         cap: int,
         iteration: int,
@@ -129,7 +148,9 @@ class SelectMaker(Maker):
         atoms = [f.to_atoms(with_labels=False) for f in frames]
         usable = physically_sane(atoms)
         if settings.strategy != "soap-fps":
-            usable &= in_window(deviations, settings.lo, settings.hi)
+            usable &= in_window(
+                deviations, settings.lo, settings.hi, energy_deviations, settings.energy_lo
+            )
         pool = np.flatnonzero(usable)
         if len(pool) == 0:
             return []
@@ -152,6 +173,8 @@ class SelectMaker(Maker):
             novelty=scores.novelty,
             novelty_min=settings.novelty_min,
             seed=iteration,
+            energy_deviations=energy_deviations[pool],
+            energy_lo=settings.energy_lo,
         )
         return [
             Pick(int(pool[p.index]), p.rank, p.reason, float(scores.novelty[p.index]))

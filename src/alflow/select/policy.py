@@ -2,7 +2,7 @@
 
 alflow's default (``strategy: alflow``)::
 
-    physical filter  →  window [lo, hi)  →  novelty ≥ novelty_min
+    physical filter  →  window [lo, hi) (or energy ≥ energy_lo)  →  novelty ≥ novelty_min
     →  farthest-point sampling in SOAP space seeded with the training set  →  cap
 
 (the physical filter, :mod:`alflow.select.physical`, runs in the select job before
@@ -71,6 +71,8 @@ def select_frames(
     novelty: np.ndarray | None = None,
     novelty_min: float = 0.0,
     seed: int = 0,
+    energy_deviations: Sequence[float] | np.ndarray | None = None,
+    energy_lo: float | None = None,
 ) -> list[Pick]:
     """Frames to label, in the order chosen, with the reason for each.
 
@@ -94,12 +96,15 @@ def select_frames(
         Frames less novel than this are not labelled (alflow strategy).
     seed
         Seed of the random pick (dpgen strategy).
+    energy_deviations, energy_lo
+        Calibrated energy uncertainties per atom (eV/atom) and the threshold from
+        which a frame below ``lo`` is a candidate too (None: forces only).
     """
     deviations = np.asarray(deviations, dtype=float)
     n = len(deviations)
     if cap <= 0 or n == 0:
         return []
-    window = in_window(deviations, lo, hi)
+    window = in_window(deviations, lo, hi, energy_deviations, energy_lo)
     if strategy == "soap-fps":
         order = fps_in(np.arange(n), vectors, cap, reference)
     elif strategy == "dpgen":
@@ -114,14 +119,24 @@ def select_frames(
         order = fps_in(pool, vectors, cap, reference) if len(pool) else []
     else:
         raise ValueError(f"unknown selection strategy '{strategy}'")
+    energy = None if energy_lo is None else energy_deviations
     return [
-        Pick(i, rank, _reason(strategy, deviations[i], novelty, i, rank))
+        Pick(i, rank, _reason(strategy, deviations[i], novelty, i, rank, energy))
         for rank, i in enumerate(order)
     ]
 
 
-def _reason(strategy: str, deviation: float, novelty: np.ndarray | None, i: int, rank: int) -> str:
+def _reason(
+    strategy: str,
+    deviation: float,
+    novelty: np.ndarray | None,
+    i: int,
+    rank: int,
+    energy: Sequence[float] | np.ndarray | None = None,
+) -> str:
     parts = [f"{strategy}: uncertainty {deviation:.3f} eV/Å"]
+    if energy is not None:
+        parts.append(f"energy uncertainty {1000 * float(energy[i]):.1f} meV/atom")
     if novelty is not None:
         parts.append(f"SOAP novelty {float(novelty[i]):.3f}")
     parts.append(f"rank {rank}")

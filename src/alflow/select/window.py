@@ -6,6 +6,12 @@ With the committee deviation d of a frame and the thresholds lo < hi:
 - ``candidate`` lo ≤ d < hi: uncertain but physical; worth a label;
 - ``failed``    d ≥ hi: the models disagree so much that the frame is likely
   unphysical (the DP-GEN terminology).
+
+With an energy threshold ``energy_lo`` (eV/atom), a frame below ``lo`` whose energy
+uncertainty per atom reaches ``energy_lo`` is a candidate too (DP-GEN's energy trust
+level plays this role): in a strained or compressed perfect crystal the forces vanish
+by symmetry for every model, so the force uncertainty is zero however wrong the
+energy is.
 """
 
 from __future__ import annotations
@@ -43,19 +49,39 @@ class WindowCounts(BaseModel):
         )
 
 
-def in_window(deviations: Sequence[float] | np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Boolean mask of frames with ``lo <= deviation < hi``."""
+def in_window(
+    deviations: Sequence[float] | np.ndarray,
+    lo: float,
+    hi: float,
+    energy_deviations: Sequence[float] | np.ndarray | None = None,
+    energy_lo: float | None = None,
+) -> np.ndarray:
+    """Boolean mask of the candidates.
+
+    ``lo <= deviation < hi``; with ``energy_lo`` also the frames below ``lo`` whose
+    energy uncertainty is ``>= energy_lo``.
+    """
     if lo >= hi:
         raise ValueError(f"lo ({lo}) must be smaller than hi ({hi})")
     d = np.asarray(deviations, dtype=float)
-    return (d >= lo) & (d < hi)
+    mask = (d >= lo) & (d < hi)
+    if energy_lo is not None and energy_deviations is not None:
+        e = np.asarray(energy_deviations, dtype=float)
+        if e.shape != d.shape:
+            raise ValueError(f"{e.size} energy uncertainties for {d.size} force uncertainties")
+        mask |= (e >= energy_lo) & (d < hi)
+    return mask
 
 
-def count_window(deviations: Sequence[float] | np.ndarray, lo: float, hi: float) -> WindowCounts:
-    """Classify frames as accurate, candidate or failed."""
+def count_window(
+    deviations: Sequence[float] | np.ndarray,
+    lo: float,
+    hi: float,
+    energy_deviations: Sequence[float] | np.ndarray | None = None,
+    energy_lo: float | None = None,
+) -> WindowCounts:
+    """Classify frames as accurate, candidate or failed (see :func:`in_window`)."""
     d = np.asarray(deviations, dtype=float)
-    candidate = int(in_window(d, lo, hi).sum())
-    accurate = int((d < lo).sum())
-    return WindowCounts(
-        accurate=accurate, candidate=candidate, failed=len(d) - accurate - candidate
-    )
+    candidate = int(in_window(d, lo, hi, energy_deviations, energy_lo).sum())
+    failed = int((d >= hi).sum())
+    return WindowCounts(accurate=len(d) - candidate - failed, candidate=candidate, failed=failed)

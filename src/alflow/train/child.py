@@ -102,7 +102,11 @@ class ForkServer:
         register_fork_server(self.process.pid)
         self._buffer = b""
         self._cpu_charged = 0.0
-        self.receive(timeout=None)  # {"ready": true} once the imports are done
+        try:
+            self.receive(timeout=None)  # {"ready": true} once the imports are done
+        except ForkServerError:
+            self.close()
+            raise
 
     def alive(self) -> bool:
         """Whether the server process still runs."""
@@ -150,6 +154,9 @@ class ForkServer:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         self._errors.close()
 
     def _error_tail(self) -> str:
@@ -212,7 +219,11 @@ def run_module(
         return run_logged(
             [sys.executable, "-m", module, *argv], cwd, log_path, threads, on_line, tail_lines
         )
-    server = _acquire((module,))
+    try:
+        server = _acquire((module,))
+    except ForkServerError as err:  # it could not even import the module
+        log_path.write_text(f"{err}\n")
+        return -1, str(err).splitlines()[-tail_lines:]
     log_path.write_text("")
     request = {"module": module, "argv": argv, "cwd": str(cwd), "log": str(log_path)}
     try:

@@ -24,6 +24,7 @@ def make_estimator(
     scale: float = 1.0,
     element_scales: Mapping[str, float] | None = None,
     committee_forces: str = "mean",
+    energy_scale: float = 1.0,
 ) -> UncertaintyCalculator:
     """The estimator for an iteration's models (files checked against their sha256).
 
@@ -40,6 +41,8 @@ def make_estimator(
         For a committee: ``"mean"`` predicts with the mean of the members, ``"first"``
         with member 0 and runs the others only for uncertainties (cheaper MD);
         ignored by the other estimators, whose prediction is one model anyway.
+    energy_scale
+        Calibration factor of the energy uncertainty per atom.
 
     Raises
     ------
@@ -54,7 +57,7 @@ def make_estimator(
         raise ValueError(f"expected models of one kind, got {sorted(kinds) or 'none'}")
     kind = kinds.pop()
     paths = [m.verified_path() for m in records]
-    factors = {"scale": scale, "element_scales": element_scales}
+    factors = {"scale": scale, "element_scales": element_scales, "energy_scale": energy_scale}
     if kind == "mace":
         from alflow.uncertainty.committee import CommitteeCalculator
 

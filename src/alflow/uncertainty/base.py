@@ -13,12 +13,17 @@ An estimator is an ASE calculator whose results hold, besides ``energy`` and
     calibrated uncertainty (:mod:`alflow.uncertainty.frame_error`). This is what
     selection and early stopping compare with ``lo`` and ``hi``;
 ``max_force_std``
-    the largest calibrated per-atom uncertainty (DP-GEN's frame measure, calibrated).
+    the largest calibrated per-atom uncertainty (DP-GEN's frame measure, calibrated);
+``energy_deviation``
+    the calibrated energy uncertainty per atom (eV/atom): ``energy_std`` divided by
+    the number of atoms, times the energy calibration factor. Selection compares it
+    with ``select.energy_lo``: a strained perfect crystal has zero forces for every
+    model, so only its energy can show that the models disagree.
 
 Force uncertainties are multiplied by the calibration factors fitted on held-out
 frames (:mod:`alflow.uncertainty.calibrate`): ``element_scales`` per element where
 given, else ``scale``; ``raw_force_deviation`` keeps DP-GEN's uncalibrated
-``max_i sigma_i``.
+``max_i sigma_i``. Energy uncertainties are multiplied by ``energy_scale``.
 Estimators that are expensive compute the uncertainty only when one of these
 properties is asked for (``calc.get_property("force_deviation")``).
 """
@@ -44,6 +49,7 @@ UNCERTAINTY_PROPERTIES = (
     "force_deviation",
     "max_force_std",
     "raw_force_deviation",
+    "energy_deviation",
 )
 
 
@@ -63,20 +69,24 @@ class UncertaintyCalculator(Calculator):
         self,
         scale: float = 1.0,
         element_scales: Mapping[str, float] | None = None,
+        energy_scale: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         element_scales = dict(element_scales or {})
-        for name, value in [("scale", scale), *element_scales.items()]:
+        factors = [("scale", scale), ("energy_scale", energy_scale), *element_scales.items()]
+        for name, value in factors:
             if not value > 0:
                 raise ValueError(f"calibration factor {name} must be positive, got {value}")
         self.scale = float(scale)
         self.element_scales = {k: float(v) for k, v in element_scales.items()}
+        self.energy_scale = float(energy_scale)
 
     @property
     def calibrated(self) -> bool:
         """Whether any calibration factor differs from 1."""
-        return self.scale != 1.0 or any(v != 1.0 for v in self.element_scales.values())
+        factors = [self.scale, self.energy_scale, *self.element_scales.values()]
+        return any(v != 1.0 for v in factors)
 
     @staticmethod
     def wants_uncertainty(properties: Sequence[str] | None) -> bool:
@@ -89,8 +99,10 @@ class UncertaintyCalculator(Calculator):
         raw = float(per_atom.max()) if per_atom.size else 0.0
         symbols = self.atoms.get_chemical_symbols() if self.atoms is not None else []
         calibrated = per_atom * atom_factors(symbols, self.scale, self.element_scales)
+        n_atoms = max(1, len(per_atom))
         self.results.update(
             energy_std=float(energy_std),
+            energy_deviation=self.energy_scale * float(energy_std) / n_atoms,
             forces_std=calibrated,
             force_deviation=expected_max_error(calibrated),
             max_force_std=float(calibrated.max()) if calibrated.size else 0.0,

@@ -17,6 +17,12 @@ light and heavy atoms differently (a committee's spread on hydrogen is not
 comparable with its spread on oxygen), and the frame uncertainty, a maximum over
 atoms, is only meaningful when each atom's value is on the same scale. Elements
 with few held-out atoms are pulled towards the global factor.
+
+Energies get a factor of their own, fitted the same way on frames: the estimator's
+energy spread per atom against the energy error per atom. Per atom, because that is
+what a threshold can be set in (``select.energy_lo``, eV/atom) whatever the size of
+the frames. A systematic energy offset that the members share is an error the spread
+cannot see; the factor absorbs it, which errs towards labelling.
 """
 
 from __future__ import annotations
@@ -44,6 +50,11 @@ class Calibration(BaseModel):
         default_factory=dict,
         description="Factor per element symbol, used instead of scale for atoms of "
         "that element (empty: scale applies to every atom).",
+    )
+    energy_scale: float = Field(
+        1.0,
+        description="Factor applied to the raw energy uncertainty per atom (1: no energy "
+        "uncertainties were given to fit it).",
     )
     n_frames: int = Field(description="Held-out frames it was fitted on.")
     n_atoms: int = Field(description="Atoms (error/uncertainty pairs) it was fitted on.")
@@ -130,11 +141,15 @@ def calibrate(
     sigma_per_frame: Sequence[np.ndarray],
     errors_per_frame: Sequence[np.ndarray],
     symbols_per_frame: Sequence[Sequence[str]] | None = None,
+    energy_sigma_per_atom: Sequence[float] | None = None,
+    energy_errors_per_atom: Sequence[float] | None = None,
 ) -> Calibration:
     """Fit the scale on per-atom uncertainties and force-error norms of held-out frames.
 
     With ``symbols_per_frame`` (the element of every atom) a factor per element is
-    fitted as well, and the calibrated ENCE uses those factors.
+    fitted as well, and the calibrated ENCE uses those factors. With the frames'
+    energy uncertainties and absolute energy errors per atom, the energy factor is
+    fitted too (it stays 1 when every energy uncertainty is zero).
     """
     sigma = np.concatenate([np.ravel(s) for s in sigma_per_frame])
     errors = np.concatenate([np.ravel(e) for e in errors_per_frame])
@@ -145,9 +160,15 @@ def calibrate(
         symbols = [str(s) for frame in symbols_per_frame for s in frame]
         element_scales = fit_element_scales(sigma, errors, symbols, scale)
         factors = atom_factors(symbols, scale, element_scales)
+    energy_scale = 1.0
+    if energy_sigma_per_atom is not None and energy_errors_per_atom is not None:
+        energy_sigma = np.asarray(energy_sigma_per_atom, dtype=float)
+        if np.any(energy_sigma > 0):
+            energy_scale = fit_scale(energy_sigma, np.asarray(energy_errors_per_atom))
     return Calibration(
         scale=scale,
         element_scales=element_scales,
+        energy_scale=energy_scale,
         n_frames=len(sigma_per_frame),
         n_atoms=int(sigma.size),
         ence_raw=expected_normalized_calibration_error(sigma, errors),
