@@ -190,8 +190,10 @@ def test_validation_calibrates_the_shallow_ensemble(frames, foundation, workdir)
         }
     )
     calc = make_estimator([record])
+    assert not calc.calibrated  # the model's own readout scale is not a calibration
     metrics, members, calibration, raw = validate_estimator(calc, frames[20:])
     assert len(members) == 4 and metrics.n_frames == 5 and len(raw) == 5
+    assert calibration.energy_scale > 0 and calibration.energy_scale != 1.0
     assert calibration.scale > 0 and calibration.n_atoms == 45
     assert calibration.ence_calibrated <= calibration.ence_raw + 1e-9 or calibration.scale == 1
 

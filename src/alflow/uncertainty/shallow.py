@@ -176,7 +176,7 @@ class ShallowEnsembleCalculator(UncertaintyCalculator):
         self.readout = self.model.readouts[-1]
         if not isinstance(self.readout, ShallowEnsembleReadout):
             raise ValueError(f"{model_path} carries no shallow ensemble")
-        self.energy_scale = energy_scale(self.model)
+        self._readout_energy_scale = energy_scale(self.model)
         self._directions, self._mixing = spread_basis(self.readout.weights.detach())
 
     @property
@@ -245,4 +245,4 @@ class ShallowEnsembleCalculator(UncertaintyCalculator):
         """Energy along each principal direction of the members' spread, shape (r,)."""
         hidden = self.readout.hidden
         assert hidden is not None
-        return self.energy_scale * (hidden @ self._directions).sum(dim=0)
+        return self._readout_energy_scale * (hidden @ self._directions).sum(dim=0)
