@@ -186,6 +186,30 @@ def read_mlearn(path: Path) -> list[Frame]:
     return frames
 
 
+def pool_groups(name: str) -> list[str] | None:
+    """The kind of each pool frame where the dataset says (mlearn's ``group``: AIMD-NVT,
+    Vacancy, Elastic = strained cells, Surface), else None."""
+    if name != "si":
+        return None
+    entries = json.loads((DATA / "mlearn" / "Si" / "training.json").read_text())
+    return [entry["group"] for entry in entries]
+
+
+def picks_by_group(
+    runs: dict[str, list[list[dict[str, Any]]]], groups: list[str], initial: int
+) -> dict[str, dict[str, int]]:
+    """How many of each strategy's picks (its labels beyond the initial random frames)
+    fall in each group, summed over seeds."""
+    table: dict[str, dict[str, int]] = {}
+    for strategy, seeds in runs.items():
+        counts = dict.fromkeys(sorted(set(groups)), 0)
+        for curve in seeds:
+            for index in curve[-1]["labelled"][initial:]:
+                counts[groups[index]] += 1
+        table[strategy] = counts
+    return table
+
+
 def measure_label_kwh(frame: Frame, energy_model: EnergyModel) -> float:
     """Energy of one PySCF PBE/def2-SVP energy + forces on ``frame`` (acac's level, no D3)."""
     from pyscf import dft, gto
@@ -585,6 +609,7 @@ def main() -> None:
         "runs": runs,
         "curves": curves,
         "table": summary_table(curves, list(tests)) if "random" in curves else {},
+        "picks_by_group": None,
         "wall_s": time.perf_counter() - started,
         "meta": run_metadata(
             seeds=args.seeds,
@@ -601,6 +626,9 @@ def main() -> None:
             threads=args.threads,
         ),
     }
+    groups = pool_groups(args.dataset)
+    if groups is not None:
+        results["picks_by_group"] = picks_by_group(runs, groups, args.initial)
     stem = f"data_efficiency_{name}" + ("" if args.scorer == "mace" else f"_{args.scorer}")
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     plot(results, list(tests), args.out / f"{stem}.png")
@@ -758,7 +786,11 @@ def report(results: dict[str, Any], tests: list[str]) -> None:
                 if labels is None
                 else f"{labels:5.1f} ({entry['ratio_to_random']:.2f}x)"
             )
-            print(f"  {strategy:9s} {text}")
+            print(f"  {strategy:13s} {text}")
+    if results["picks_by_group"]:
+        print("\npicks beyond the initial frames, by kind of frame (all seeds):")
+        for strategy, counts in results["picks_by_group"].items():
+            print(f"  {strategy:13s} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
 if __name__ == "__main__":
