@@ -61,11 +61,13 @@ def copper_campaign(
     bootstrap: dict[str, Any],
     validation: str,
     train: dict[str, Any] | None = None,
+    explore: dict[str, Any] | None = None,
 ) -> Any:
     """An fcc copper (EMT) campaign of the default shape: committee of 4, 2 MD runs.
 
     ``folder`` must hold ``cu.xyz`` and the ``validation`` file; the campaign writes
-    to ``folder/name``. ``train`` adds or overrides training settings.
+    to ``folder/name``. ``train`` and ``explore`` add or override training and MD
+    settings.
     """
     from alflow.config import Campaign
 
@@ -84,6 +86,7 @@ def copper_campaign(
                 "timestep_fs": 2.0,
                 "temperature_K": temperature_k,
                 "record_every": 10,
+                **(explore or {}),
             },
             "select": select,
             # accurate_fraction 0.999: the run lasts its iterations, for comparable costs

@@ -11,8 +11,10 @@ differ:
 ``alflow``
     alflow's loop: iteration 0 as above, then every member continues from its own
     previous weights for ``--warm-epochs`` of the ``--epochs``
-    (``train.warm_start_epochs``), and selection is window → SOAP novelty →
-    farthest-point sampling seeded with the training set.
+    (``train.warm_start_epochs``), selection is window → SOAP novelty →
+    farthest-point sampling seeded with the training set, and the MD is biased
+    towards high committee energy uncertainty (``explore.bias_depth``,
+    ``--bias-depth``; 0 gives plain MD as in the DP-GEN-style loop).
 
 The held-out set is EMT MD at ``--test-temperature`` (hotter than the exploration),
 never trained on. Every iteration records its validation force RMSE and its
@@ -59,6 +61,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--min-steps", type=int, default=300, help="train.min_steps")
     parser.add_argument("--warm-epochs", type=int, default=15, help="alflow's warm starts")
     parser.add_argument("--steps", type=int, default=300, help="MD steps per run")
+    parser.add_argument(
+        "--bias-depth", type=float, default=0.02, help="alflow's MD bias (eV/atom); 0: none"
+    )
+    parser.add_argument("--bias-width", type=float, default=0.005, help="eV/atom")
     parser.add_argument("--test-temperature", type=float, default=1200.0)
     parser.add_argument("--label-kwh", type=float, default=0.012, help="nominal DFT kWh per label")
     parser.add_argument("--threads", type=int, default=2)
@@ -112,6 +118,9 @@ def campaign(folder: Path, strategy: str, seed: int, args: argparse.Namespace) -
         validation="held_out.xyz",
         train={"min_steps": args.min_steps}
         | ({"warm_start_epochs": args.warm_epochs} if strategy == "alflow" else {}),
+        explore={"bias_depth": args.bias_depth, "bias_width": args.bias_width}
+        if strategy == "alflow"
+        else None,
     )
 
 
@@ -192,7 +201,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write(args.work / "cu.xyz", bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2))
     held_out_frames(args.work / "held_out.xyz", args.test_temperature)
-    runs = {s: [run(args.work, s, seed, args) for seed in range(args.seeds)] for s in STRATEGIES}
+    # seed by seed, both loops side by side, so that both see the same machine state
+    runs: dict[str, list[list[dict]]] = {s: [] for s in STRATEGIES}
+    for seed in range(args.seeds):
+        for strategy in STRATEGIES:
+            runs[strategy].append(run(args.work, strategy, seed, args))
     comparison = {
         "metered (EMT labels)": compare(runs, 0.0),
         f"labels at {args.label_kwh} kWh each": compare(runs, args.label_kwh),

@@ -380,3 +380,32 @@ def test_training_leaves_the_workflow_process_untouched(frames, tmp_path) -> Non
     assert Path(record.path).is_file()
     assert torch.get_default_dtype() == dtype == torch.float32
     assert logging.getLogger().handlers == handlers
+
+
+def test_uncertainty_bias_on_a_mace_committee(frames, foundation, other) -> None:
+    """The biased MACE committee is conservative: its forces are minus the gradient of
+    its energy, and the bias changes them."""
+    from alflow.explore.bias import BiasedCalculator
+
+    committee = make_estimator([foundation, other], energy_scale=3.0)
+    atoms = frames[20].to_atoms(with_labels=False)
+    committee.calculate(atoms.copy(), ["energy", "forces", "energy_deviation"])
+    energies = committee.results["energy_committee"]
+    assert energies.shape == (2,) and np.mean(energies) == pytest.approx(
+        committee.results["energy"]
+    )
+    # a width at the frame's own uncertainty: the bias pushes hardest there
+    width = committee.results["energy_deviation"]
+    calc = BiasedCalculator(committee, depth=0.05, width=width)
+    atoms.calc = calc
+    unbiased = committee.results["forces"].copy()
+    forces = atoms.get_forces()
+    assert -0.05 * len(atoms) < calc.results["bias_energy"] < 0
+    assert np.abs(forces - unbiased).max() > 1e-3
+    step = 1e-4
+    for atom, axis in [(0, 0), (4, 2)]:
+        moved = [atoms.copy(), atoms.copy()]
+        moved[0].positions[atom, axis] += step
+        moved[1].positions[atom, axis] -= step
+        plus, minus = (calc.get_potential_energy(m) for m in moved)
+        assert forces[atom, axis] == pytest.approx(-(plus - minus) / (2 * step), rel=1e-4, abs=1e-6)

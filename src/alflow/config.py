@@ -317,6 +317,20 @@ class ExploreConfig(_Section):
         "step, but a single member trained on few frames visits worse structures). "
         "Shallow ensembles and GAP always integrate their one model.",
     )
+    bias_depth: float = Field(
+        0.0,
+        ge=0,
+        description="Uncertainty-biased MD (committee, nvt, committee_forces 'mean'): depth "
+        "(eV/atom) of a bias energy that is lower where the committee's energies disagree, "
+        "pulling the dynamics towards configurations the models do not know; bounded, so "
+        "it stops pushing once they are lost. 0: plain MD.",
+    )
+    bias_width: float = Field(
+        0.005,
+        gt=0,
+        description="Calibrated energy uncertainty per atom (eV/atom) over which the bias "
+        "reaches about 40 % of its depth; below it the bias is quadratic in the uncertainty.",
+    )
 
     @model_validator(mode="after")
     def _positive_temperatures(self) -> ExploreConfig:
@@ -326,6 +340,12 @@ class ExploreConfig(_Section):
             raise ValueError(
                 "ramp_to_K works with nvt and npt-berendsen; ASE's MTK integrator keeps "
                 "a fixed temperature"
+            )
+        if self.bias_depth > 0 and (self.ensemble != "nvt" or self.committee_forces != "mean"):
+            raise ValueError(
+                "bias_depth > 0 (uncertainty-biased MD) needs ensemble: nvt and "
+                "committee_forces: mean (the bias acts on positions and needs every "
+                "member at every step)"
             )
         return self
 

@@ -158,6 +158,7 @@ def check_campaign(campaign: Campaign) -> list[tuple[tuple[Any, ...], str]]:
             )
         )
     problems += _model_problems(campaign, elements)
+    problems += _bias_problems(campaign)
     if campaign.stop.force_rmse is not None and campaign.data.validation is None:
         problems.append(
             (
@@ -194,6 +195,22 @@ def _model_problems(campaign: Campaign, elements: set[str]) -> list[tuple[tuple[
             (("train", "foundation", "path"), m) for m in _foundation_problems(campaign, elements)
         ]
     return problems
+
+
+def _bias_problems(campaign: Campaign) -> list[tuple[tuple[Any, ...], str]]:
+    """Uncertainty-biased MD needs every committee member's energy and forces."""
+    train = campaign.train
+    committee = getattr(train, "uncertainty", None) == "committee"
+    if campaign.explore.bias_depth > 0 and not committee:
+        return [
+            (
+                ("explore", "bias_depth"),
+                f"uncertainty-biased MD needs a MACE committee, but train is "
+                f"'{train.model}' with '{train.uncertainty}' uncertainty; set "
+                "train.uncertainty: committee or explore.bias_depth: 0",
+            )
+        ]
+    return []
 
 
 def _foundation_problems(campaign: Campaign, elements: set[str]) -> list[str]:

@@ -1,5 +1,7 @@
 """Exploration by molecular dynamics (NVT Langevin, or NPT) on the models' mean forces.
 
+NVT runs can be biased towards high committee uncertainty (:mod:`alflow.explore.bias`).
+
 A run records a frame every ``record_every`` steps together with its calibrated max
 force uncertainty (computed only at those steps for estimators where it costs
 extra), and stops early when that uncertainty stays above ``hi`` (the model is lost
@@ -21,6 +23,7 @@ from pydantic import BaseModel, Field
 from alflow import progress
 from alflow.accounting import ComputeRecord, EnergyModel, Meter
 from alflow.config import ExploreConfig
+from alflow.explore.bias import BiasedCalculator
 from alflow.frames import Frame, Provenance
 from alflow.train.records import ModelRecord
 from alflow.uncertainty import make_estimator
@@ -50,6 +53,11 @@ class ExploreResult(BaseModel):
         default_factory=list,
         description="Calibrated energy uncertainty per atom of each recorded frame (eV/atom); "
         "empty in runs recorded before alflow kept it.",
+    )
+    bias_energies: list[float] = Field(
+        default_factory=list,
+        description="Uncertainty bias energy per atom at each recorded frame (eV/atom, "
+        "≤ 0); empty for plain MD.",
     )
     frames: list[Frame] = Field(description="Recorded frames (in the data store).")
     compute: ComputeRecord | None = Field(None, description="Cost of the run.")
@@ -171,6 +179,8 @@ def run_md(
     rng = np.random.default_rng(seed)
     atoms = structure.to_atoms(with_labels=False)
     atoms.calc = calc
+    if settings.bias_depth > 0:
+        atoms.calc = BiasedCalculator(calc, settings.bias_depth, settings.bias_width)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
     Stationary(atoms)
     if not atoms.pbc.any():
@@ -180,6 +190,7 @@ def run_md(
     frames: list[Frame] = []
     deviations: list[float] = []
     energy_deviations: list[float] = []
+    bias_energies: list[float] = []
     stop_reason = None
     steps = 0
     above = 0
@@ -195,9 +206,10 @@ def run_md(
         if stop_reason is not None:
             stop_reason += f" at step {steps}"
             break  # a broken frame is neither recorded nor worth a label
-        deviation = force_deviation(calc, atoms)
+        deviation = force_deviation(atoms.calc, atoms)
         deviations.append(deviation)
-        energy_deviations.append(float(calc.results["energy_deviation"]))
+        energy_deviations.append(float(atoms.calc.results["energy_deviation"]))
+        bias_energies.append(float(atoms.calc.results.get("bias_energy", 0.0)) / len(atoms))
         frames.append(_snapshot(atoms, iteration, run_id, steps, deviation))
         above = above + 1 if deviation > hi else 0
         if above >= settings.patience:
@@ -222,6 +234,7 @@ def run_md(
         stop_reason=stop_reason,
         deviations=deviations,
         energy_deviations=energy_deviations,
+        bias_energies=bias_energies if settings.bias_depth > 0 else [],
         frames=frames,
     )
 

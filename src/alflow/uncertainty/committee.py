@@ -84,7 +84,8 @@ class CommitteeCalculator(UncertaintyCalculator):
 
     Notes
     -----
-    ``forces_committee`` (K, N, 3) holds the members' forces whenever all ran.
+    ``forces_committee`` (K, N, 3) and ``energy_committee`` (K,) hold the members'
+    forces and energies whenever all ran.
     """
 
     kind = "committee"
@@ -134,6 +135,7 @@ class CommitteeCalculator(UncertaintyCalculator):
             "free_energy": float(energies.mean()),
             "forces": members.mean(axis=0),
             "forces_committee": members,
+            "energy_committee": energies,
         }
         if self.atoms.pbc.all() and self._mace.results.get("stress") is not None:
             self.results["stress"] = np.asarray(self._mace.results["stress"])  # for NPT
@@ -158,6 +160,7 @@ class CommitteeCalculator(UncertaintyCalculator):
         members = np.concatenate([np.asarray(first["forces"])[None], others])
         energies = np.concatenate([[energy], other_energies])
         self.results["forces_committee"] = members
+        self.results["energy_committee"] = energies
         self._store_uncertainty(float(energies.std()), per_atom_force_deviation(members))
 
 
