@@ -268,3 +268,14 @@ def test_foundation_must_cover_the_elements(tmp_path, ethanol_xyz, copper_files)
     assert problem.field == "train.foundation.path" and problem.line == 12
     assert "contain Cu, which the foundation model" in problem.message
     assert "knows C, H, O" in problem.message or "knows H, C, O" in problem.message
+
+
+def test_biased_md_needs_a_committee_and_nvt(tmp_path, ethanol_xyz):
+    biased = GOOD + "explore:\n  bias_depth: 0.01\n  bias_width: 0.004\n"
+    campaign = load_campaign(write(tmp_path, biased))
+    assert (campaign.explore.bias_depth, campaign.explore.bias_width) == (0.01, 0.004)
+    [problem] = problems(tmp_path, biased.replace("  committee: 2\n", "  uncertainty: shallow\n"))
+    assert problem.field == "explore.bias_depth" and problem.line == 17
+    assert "needs a MACE committee" in problem.message
+    [problem] = problems(tmp_path, biased + "  ensemble: npt-mtk\n")
+    assert problem.field == "explore" and "ensemble: nvt" in problem.message
