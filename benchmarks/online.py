@@ -62,7 +62,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--warm-epochs", type=int, default=15, help="alflow's warm starts")
     parser.add_argument("--steps", type=int, default=300, help="MD steps per run")
     parser.add_argument(
-        "--bias-depth", type=float, default=0.02, help="alflow's MD bias (eV/atom); 0: none"
+        "--bias-depth", type=float, default=0.005, help="alflow's MD bias (eV/atom); 0: none"
     )
     parser.add_argument("--bias-width", type=float, default=0.005, help="eV/atom")
     parser.add_argument("--test-temperature", type=float, default=1200.0)
