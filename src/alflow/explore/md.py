@@ -168,7 +168,9 @@ def run_md(
     ``settings.patience`` recorded frames in a row, or when the structure breaks
     (non-finite numbers, atoms closer than 0.5 Å, a cell whose volume changed by more
     than ``settings.max_volume_change``); broken frames are not recorded and the
-    reason is kept.
+    reason is kept. With ``settings.bias_depth > 0`` the dynamics runs on the biased
+    energy of :class:`alflow.explore.bias.BiasedCalculator`; recorded uncertainties
+    stay the unbiased committee's.
     """
     from ase.md.velocitydistribution import (
         MaxwellBoltzmannDistribution,
