@@ -211,7 +211,8 @@ def run_md(
         deviation = force_deviation(atoms.calc, atoms)
         deviations.append(deviation)
         energy_deviations.append(float(atoms.calc.results["energy_deviation"]))
-        bias_energies.append(float(atoms.calc.results.get("bias_energy", 0.0)) / len(atoms))
+        if settings.bias_depth > 0:
+            bias_energies.append(float(atoms.calc.results["bias_energy"]) / len(atoms))
         frames.append(_snapshot(atoms, iteration, run_id, steps, deviation))
         above = above + 1 if deviation > hi else 0
         if above >= settings.patience:
@@ -236,7 +237,7 @@ def run_md(
         stop_reason=stop_reason,
         deviations=deviations,
         energy_deviations=energy_deviations,
-        bias_energies=bias_energies if settings.bias_depth > 0 else [],
+        bias_energies=bias_energies,
         frames=frames,
     )
 
