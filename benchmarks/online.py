@@ -14,7 +14,15 @@ differ:
     (``train.warm_start_epochs``), selection is window → SOAP novelty →
     farthest-point sampling seeded with the training set, and the MD is biased
     towards high committee energy uncertainty (``explore.bias_depth``,
-    ``--bias-depth``; 0 gives plain MD as in the DP-GEN-style loop).
+    ``--bias-depth``; 0 gives plain MD as in the DP-GEN-style loop);
+``alflow-shallow``
+    alflow's loop with a shallow ensemble (``train.uncertainty: shallow``) instead of
+    a committee: one MACE model per iteration, whose last layer carries
+    ``shallow_members`` members, so training and MD run one model instead of four
+    (warm starts and selection as ``alflow``; the bias needs a committee, so plain
+    MD).
+
+``--loops`` chooses which run (the DP-GEN-style loop always does: it sets the target).
 
 The held-out set is EMT MD at ``--test-temperature`` (hotter than the exploration),
 never trained on. Every iteration records its validation force RMSE and its
@@ -49,12 +57,15 @@ from alflow.query import latest_state
 from alflow.store import CampaignPaths, embedded_store, save_campaign
 
 HERE = Path(__file__).resolve().parent
-STRATEGIES = ("dpgen", "alflow")
+LOOPS = ("dpgen", "alflow", "alflow-shallow")
 
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument(
+        "--loops", default=",".join(LOOPS), help=f"comma-separated, of {', '.join(LOOPS)}"
+    )
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--per-iteration", type=int, default=6, help="labels per iteration")
     parser.add_argument("--epochs", type=int, default=60)
@@ -98,10 +109,16 @@ def held_out_frames(path: Path, temperature: float, n: int = 20) -> None:
     write(path, frames)
 
 
-def campaign(folder: Path, strategy: str, seed: int, args: argparse.Namespace) -> Campaign:
+def campaign(folder: Path, loop: str, seed: int, args: argparse.Namespace) -> Campaign:
+    alflow = loop != "dpgen"
+    train: dict[str, Any] = {"min_steps": args.min_steps}
+    if alflow:
+        train["warm_start_epochs"] = args.warm_epochs
+    if loop == "alflow-shallow":
+        train["uncertainty"] = "shallow"
     return copper_campaign(
         folder,
-        f"online-{strategy}-{seed}",
+        f"online-{loop}-{seed}",
         seed=seed,
         epochs=args.epochs,
         threads=args.threads,
@@ -109,32 +126,31 @@ def campaign(folder: Path, strategy: str, seed: int, args: argparse.Namespace) -
         iterations=args.iterations,
         temperature_k=[600, 800, 1000, 1200],
         select={
-            "strategy": strategy,
+            "strategy": "alflow" if alflow else "dpgen",
             "lo": 0.05,
             "hi": 5.0,
             "max_per_iteration": args.per_iteration,
         },
         bootstrap={"n_frames": 8, "rattle_std": 0.05, "strain": 0.02},
         validation="held_out.xyz",
-        train={"min_steps": args.min_steps}
-        | ({"warm_start_epochs": args.warm_epochs} if strategy == "alflow" else {}),
+        train=train,
         explore={"bias_depth": args.bias_depth, "bias_width": args.bias_width}
-        if strategy == "alflow"
+        if loop == "alflow"
         else None,
     )
 
 
-def run(folder: Path, strategy: str, seed: int, args: argparse.Namespace) -> list[dict]:
+def run(folder: Path, loop: str, seed: int, args: argparse.Namespace) -> list[dict]:
     """One campaign; per iteration: labels, validation force RMSE, cumulative metered kWh.
 
     A campaign that finished earlier with the same settings is read back instead of
     rerun (``<work>/<name>.points.json``), so an interrupted benchmark resumes.
     """
-    settings = campaign(folder, strategy, seed, args)
+    settings = campaign(folder, loop, seed, args)
     cache = folder / f"{settings.name}.points.json"
     fingerprint = settings.model_dump_json()
     if cache.is_file() and json.loads(cache.read_text())["settings"] == fingerprint:
-        print(f"  {strategy} seed {seed}: finished earlier ({cache})")
+        print(f"  {loop} seed {seed}: finished earlier ({cache})")
         return json.loads(cache.read_text())["points"]
     shutil.rmtree(settings.campaign_dir(), ignore_errors=True)
     paths = CampaignPaths(settings.campaign_dir())
@@ -160,7 +176,7 @@ def run(folder: Path, strategy: str, seed: int, args: argparse.Namespace) -> lis
                 "kwh_by_stage": dict(stages),
             }
         )
-        print(f"  {strategy} seed {seed}: {points[-1]}", flush=True)
+        print(f"  {loop} seed {seed}: {points[-1]}", flush=True)
     cache.write_text(json.dumps({"settings": fingerprint, "points": points}))
     return points
 
@@ -177,21 +193,25 @@ def kwh_to_reach(points: list[dict], target: float, label_kwh: float) -> float |
 
 
 def compare(runs: dict[str, list[list[dict]]], label_kwh: float) -> list[dict[str, Any]]:
-    """Per seed: kWh of each loop to reach the error the DP-GEN-style loop ends with."""
+    """Per seed and alflow loop: kWh to reach the error the DP-GEN-style loop ends with,
+    and its ratio to the DP-GEN-style loop's."""
     rows = []
     for seed, dpgen_points in enumerate(runs["dpgen"]):
         target = dpgen_points[-1]["force_rmse"]
-        dpgen, alflow = (kwh_to_reach(runs[s][seed], target, label_kwh) for s in STRATEGIES)
-        rows.append(
-            {
-                "seed": seed,
-                "label_kwh": label_kwh,
-                "target_force_rmse": target,
-                "dpgen_kwh": dpgen,
-                "alflow_kwh": alflow,
-                "ratio": None if alflow is None or not dpgen else alflow / dpgen,
-            }
-        )
+        dpgen = kwh_to_reach(dpgen_points, target, label_kwh)
+        for loop in (name for name in runs if name != "dpgen"):
+            alflow = kwh_to_reach(runs[loop][seed], target, label_kwh)
+            rows.append(
+                {
+                    "seed": seed,
+                    "loop": loop,
+                    "label_kwh": label_kwh,
+                    "target_force_rmse": target,
+                    "dpgen_kwh": dpgen,
+                    "alflow_kwh": alflow,
+                    "ratio": None if alflow is None or not dpgen else alflow / dpgen,
+                }
+            )
     return rows
 
 
@@ -202,10 +222,14 @@ def main() -> None:
     write(args.work / "cu.xyz", bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2))
     held_out_frames(args.work / "held_out.xyz", args.test_temperature)
     # seed by seed, both loops side by side, so that both see the same machine state
-    runs: dict[str, list[list[dict]]] = {s: [] for s in STRATEGIES}
+    loops = ["dpgen", *(name for name in LOOPS[1:] if name in args.loops.split(","))]
+    unknown = set(args.loops.split(",")) - set(LOOPS)
+    if unknown:
+        raise SystemExit(f"--loops: unknown {sorted(unknown)}; choose from {', '.join(LOOPS)}")
+    runs: dict[str, list[list[dict]]] = {loop: [] for loop in loops}
     for seed in range(args.seeds):
-        for strategy in STRATEGIES:
-            runs[strategy].append(run(args.work, strategy, seed, args))
+        for loop in loops:
+            runs[loop].append(run(args.work, loop, seed, args))
     comparison = {
         "metered (EMT labels)": compare(runs, 0.0),
         f"labels at {args.label_kwh} kWh each": compare(runs, args.label_kwh),
@@ -223,7 +247,8 @@ def main() -> None:
             ratio = "not reached" if row["ratio"] is None else f"{row['ratio']:.2f}x"
             alflow = row["alflow_kwh"]
             print(
-                f"  seed {row['seed']}: to reach {row['target_force_rmse'] * 1000:.0f} meV/Å, "
+                f"  seed {row['seed']}, {row['loop']}: "
+                f"to reach {row['target_force_rmse'] * 1000:.0f} meV/Å, "
                 f"dpgen {row['dpgen_kwh']:.4f} kWh, alflow "
                 f"{'-' if alflow is None else f'{alflow:.4f}'} kWh ({ratio})"
             )
@@ -237,7 +262,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     label_kwh = results["meta"]["label_kwh"]
     fig, axes = plt.subplots(1, 4, figsize=(21, 4.2))
-    colours = {"dpgen": "tab:orange", "alflow": "tab:blue"}
+    colours = {"dpgen": "tab:orange", "alflow": "tab:blue", "alflow-shallow": "tab:green"}
     for strategy, seeds in results["runs"].items():
         for i, points in enumerate(seeds):
             valid = [p for p in points if p["force_rmse"] is not None]
