@@ -62,12 +62,13 @@ def copper_campaign(
     validation: str,
     train: dict[str, Any] | None = None,
     explore: dict[str, Any] | None = None,
+    stop: dict[str, Any] | None = None,
 ) -> Any:
     """An fcc copper (EMT) campaign of the default shape: committee of 4, 2 MD runs.
 
     ``folder`` must hold ``cu.xyz`` and the ``validation`` file; the campaign writes
-    to ``folder/name``. ``train`` and ``explore`` add or override training and MD
-    settings.
+    to ``folder/name``. ``train``, ``explore`` and ``stop`` add or override training,
+    MD and stopping settings.
     """
     from alflow.config import Campaign
 
@@ -90,7 +91,7 @@ def copper_campaign(
             },
             "select": select,
             # accurate_fraction 0.999: the run lasts its iterations, for comparable costs
-            "stop": {"max_iterations": iterations, "accurate_fraction": 0.999},
+            "stop": {"max_iterations": iterations, "accurate_fraction": 0.999, **(stop or {})},
         },
         context={"base_dir": str(folder)},
     )
