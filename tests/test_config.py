@@ -270,12 +270,18 @@ def test_foundation_must_cover_the_elements(tmp_path, ethanol_xyz, copper_files)
     assert "knows C, H, O" in problem.message or "knows H, C, O" in problem.message
 
 
-def test_biased_md_needs_a_committee_and_nvt(tmp_path, ethanol_xyz):
+def test_biased_md_needs_mace_members_and_nvt(tmp_path, ethanol_xyz):
     biased = GOOD + "explore:\n  bias_depth: 0.01\n  bias_width: 0.004\n"
     campaign = load_campaign(write(tmp_path, biased))
     assert (campaign.explore.bias_depth, campaign.explore.bias_width) == (0.01, 0.004)
-    [problem] = problems(tmp_path, biased.replace("  committee: 2\n", "  uncertainty: shallow\n"))
+    shallow = biased.replace("  committee: 2\n", "  uncertainty: shallow\n")
+    assert load_campaign(write(tmp_path, shallow)).train.uncertainty == "shallow"
+    gap = biased.replace("train:\n  committee: 2\n  epochs: 5\n", "train:\n  model: gap\n")
+    gap = gap.replace("label:", "  validation: held.xyz\nlabel:")
+    shutil.copy(DATA / "ethanol_rmd17_test.xyz", tmp_path / "held.xyz")
+    [problem] = problems(tmp_path, gap)
     assert problem.field == "explore.bias_depth" and problem.line == 17
-    assert "needs a MACE committee" in problem.message
+    assert "needs a MACE committee or shallow ensemble" in problem.message
+    assert "'gap' with 'variance' uncertainty" in problem.message
     [problem] = problems(tmp_path, biased + "  ensemble: npt-mtk\n")
     assert problem.field == "explore" and "ensemble: nvt" in problem.message

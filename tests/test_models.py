@@ -382,23 +382,18 @@ def test_training_leaves_the_workflow_process_untouched(frames, tmp_path) -> Non
     assert logging.getLogger().handlers == handlers
 
 
-def test_uncertainty_bias_on_a_mace_committee(frames, foundation, other) -> None:
-    """The biased MACE committee is conservative: its forces are minus the gradient of
-    its energy, and the bias changes them."""
+def assert_bias_is_conservative(estimator, atoms) -> None:
+    """The biased estimator's forces are minus the gradient of its biased energy, and
+    the bias changes them."""
     from alflow.explore.bias import BiasedCalculator
 
-    committee = make_estimator([foundation, other], energy_scale=3.0)
-    atoms = frames[20].to_atoms(with_labels=False)
-    committee.calculate(atoms.copy(), ["energy", "forces", "energy_deviation"])
-    energies = committee.results["energy_committee"]
-    assert energies.shape == (2,) and np.mean(energies) == pytest.approx(
-        committee.results["energy"]
-    )
+    estimator.calculate(atoms.copy(), ["energy", "forces", "energy_deviation"])
+    unbiased = estimator.results["forces"].copy()
     # a width at the frame's own uncertainty: the bias pushes hardest there
-    width = committee.results["energy_deviation"]
-    calc = BiasedCalculator(committee, depth=0.05, width=width)
+    width = estimator.results["energy_deviation"]
+    calc = BiasedCalculator(estimator, depth=0.05, width=width)
     atoms.calc = calc
-    unbiased = committee.results["forces"].copy()
+    # plain MD asks for energy and forces only; the bias must get the members anyway
     forces = atoms.get_forces()
     assert -0.05 * len(atoms) < calc.results["bias_energy"] < 0
     assert np.abs(forces - unbiased).max() > 1e-3
@@ -409,3 +404,24 @@ def test_uncertainty_bias_on_a_mace_committee(frames, foundation, other) -> None
         moved[1].positions[atom, axis] -= step
         plus, minus = (calc.get_potential_energy(m) for m in moved)
         assert forces[atom, axis] == pytest.approx(-(plus - minus) / (2 * step), rel=1e-4, abs=1e-6)
+
+
+def test_uncertainty_bias_on_a_mace_committee(frames, foundation, other) -> None:
+    committee = make_estimator([foundation, other], energy_scale=3.0)
+    atoms = frames[20].to_atoms(with_labels=False)
+    committee.calculate(atoms.copy(), ["energy", "forces"])
+    energies = committee.results["energy_committee"]
+    assert energies.shape == (2,) and np.mean(energies) == pytest.approx(
+        committee.results["energy"]
+    )
+    assert_bias_is_conservative(committee, atoms)
+
+
+def test_uncertainty_bias_on_a_shallow_ensemble(frames, foundation, workdir) -> None:
+    # the members' forces come from the batched backward pass over the spread's
+    # principal directions; the bias force built from them must be exact as well
+    shallow = ShallowEnsembleCalculator(workdir / "shallow.model", energy_scale=3.0)
+    atoms = frames[20].to_atoms(with_labels=False)
+    shallow.calculate(atoms.copy(), ["energy", "forces"])
+    assert "energy_members" not in shallow.results  # plain MD skips the members
+    assert_bias_is_conservative(shallow, atoms)

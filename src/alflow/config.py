@@ -320,8 +320,9 @@ class ExploreConfig(_Section):
     bias_depth: float = Field(
         0.0,
         ge=0,
-        description="Uncertainty-biased MD (committee, nvt, committee_forces 'mean'): depth "
-        "(eV/atom) of a bias energy that is lower where the committee's energies disagree, "
+        description="Uncertainty-biased MD (MACE committee with committee_forces 'mean', or "
+        "shallow ensemble; nvt): depth "
+        "(eV/atom) of a bias energy that is lower where the members' energies disagree, "
         "pulling the dynamics towards configurations the models do not know; bounded, so "
         "it stops pushing once they are lost. 0: plain MD.",
     )

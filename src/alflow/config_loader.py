@@ -198,16 +198,16 @@ def _model_problems(campaign: Campaign, elements: set[str]) -> list[tuple[tuple[
 
 
 def _bias_problems(campaign: Campaign) -> list[tuple[tuple[Any, ...], str]]:
-    """Uncertainty-biased MD needs every committee member's energy and forces."""
+    """Uncertainty-biased MD needs every member's energy and forces (MACE only)."""
     train = campaign.train
-    committee = getattr(train, "uncertainty", None) == "committee"
-    if campaign.explore.bias_depth > 0 and not committee:
+    members = getattr(train, "uncertainty", None) in ("committee", "shallow")
+    if campaign.explore.bias_depth > 0 and not members:
         return [
             (
                 ("explore", "bias_depth"),
-                f"uncertainty-biased MD needs a MACE committee, but train is "
-                f"'{train.model}' with '{train.uncertainty}' uncertainty; set "
-                "train.uncertainty: committee or explore.bias_depth: 0",
+                f"uncertainty-biased MD needs a MACE committee or shallow ensemble, but "
+                f"train is '{train.model}' with '{train.uncertainty}' uncertainty; set "
+                "train.model: mace or explore.bias_depth: 0",
             )
         ]
     return []

@@ -1,6 +1,6 @@
 """Exploration by molecular dynamics (NVT Langevin, or NPT) on the models' mean forces.
 
-NVT runs can be biased towards high committee uncertainty (:mod:`alflow.explore.bias`).
+NVT runs can be biased towards high ensemble uncertainty (:mod:`alflow.explore.bias`).
 
 A run records a frame every ``record_every`` steps together with its calibrated max
 force uncertainty (computed only at those steps for estimators where it costs
@@ -170,7 +170,7 @@ def run_md(
     than ``settings.max_volume_change``); broken frames are not recorded and the
     reason is kept. With ``settings.bias_depth > 0`` the dynamics runs on the biased
     energy of :class:`alflow.explore.bias.BiasedCalculator`; recorded uncertainties
-    stay the unbiased committee's.
+    stay the unbiased ensemble's.
     """
     from ase.md.velocitydistribution import (
         MaxwellBoltzmannDistribution,
