@@ -19,8 +19,11 @@ differ:
     alflow's loop with a shallow ensemble (``train.uncertainty: shallow``) instead of
     a committee: one MACE model per iteration, whose last layer carries
     ``shallow_members`` members, so training and MD run one model instead of four
-    (warm starts and selection as ``alflow``; the bias needs a committee, so plain
-    MD).
+    (warm starts and selection as ``alflow``; plain MD);
+``alflow-shallow-bias``
+    ``alflow-shallow`` with the MD biased as in ``alflow``: the shallow ensemble then
+    computes its members' forces at every MD step instead of only at recorded
+    frames.
 
 ``--loops`` chooses which run (the DP-GEN-style loop always does: it sets the target).
 
@@ -61,7 +64,9 @@ from alflow.query import latest_state
 from alflow.store import CampaignPaths, embedded_store, save_campaign
 
 HERE = Path(__file__).resolve().parent
-LOOPS = ("dpgen", "alflow", "alflow-shallow")
+LOOPS = ("dpgen", "alflow", "alflow-shallow", "alflow-shallow-bias")
+#: the loops whose MD is biased towards high energy uncertainty
+BIASED = ("alflow", "alflow-shallow-bias")
 
 
 def arguments() -> argparse.Namespace:
@@ -129,7 +134,7 @@ def campaign(
     train: dict[str, Any] = {"min_steps": args.min_steps}
     if alflow:
         train["warm_start_epochs"] = args.warm_epochs
-    if loop == "alflow-shallow":
+    if loop.startswith("alflow-shallow"):
         train["uncertainty"] = "shallow"
     return copper_campaign(
         folder,
@@ -150,7 +155,7 @@ def campaign(
         validation="held_out.xyz",
         train=train,
         explore={"bias_depth": args.bias_depth, "bias_width": args.bias_width}
-        if loop == "alflow"
+        if loop in BIASED
         else None,
         stop={"max_iterations": args.iterations + args.extra_iterations, "force_rmse": target}
         if alflow
@@ -285,7 +290,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     label_kwh = results["meta"]["label_kwh"]
     fig, axes = plt.subplots(1, 4, figsize=(21, 4.2))
-    colours = {"dpgen": "tab:orange", "alflow": "tab:blue", "alflow-shallow": "tab:green"}
+    colours = {
+        "dpgen": "tab:orange",
+        "alflow": "tab:blue",
+        "alflow-shallow": "tab:green",
+        "alflow-shallow-bias": "tab:red",
+    }
     for strategy, seeds in results["runs"].items():
         for i, points in enumerate(seeds):
             valid = [p for p in points if p["force_rmse"] is not None]
