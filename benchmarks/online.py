@@ -96,7 +96,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-online"))
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.extra_iterations < 0:
+        parser.error(f"--extra-iterations must be ≥ 0, got {args.extra_iterations}")
+    return args
 
 
 def held_out_frames(path: Path, temperature: float, n: int = 20) -> None:
