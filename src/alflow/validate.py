@@ -19,6 +19,7 @@ from alflow.accounting import ComputeRecord, EnergyModel, Meter
 from alflow.frames import Frame, read_frames
 from alflow.train.records import ModelRecord
 from alflow.uncertainty import make_estimator
+from alflow.uncertainty.base import member_predictions
 from alflow.uncertainty.calibrate import (
     Calibration,
     atom_factors,
@@ -85,10 +86,6 @@ def error_metrics(
     )
 
 
-#: Result keys under which estimators report their members' forces (M, N, 3).
-MEMBER_FORCES = ("forces_committee", "forces_members")
-
-
 def validate_estimator(
     calc: UncertaintyCalculator, frames: Sequence[Frame]
 ) -> tuple[ErrorMetrics, list[float], Calibration, list[float]]:
@@ -110,9 +107,9 @@ def validate_estimator(
         sigma.append(np.asarray(calc.results["forces_std"]))
         errors.append(np.linalg.norm(forces - np.asarray(frame.forces), axis=1))
         symbols.append(calc.atoms.get_chemical_symbols())
-        key = next((k for k in MEMBER_FORCES if k in calc.results), None)
-        if key is not None:
-            members.append(np.asarray(calc.results[key]))
+        predicted = member_predictions(calc.results)
+        if predicted is not None:
+            members.append(np.asarray(predicted[1]))
     ref_f = [np.asarray(f.forces) for f in frames]
     metrics = error_metrics(
         pred_e, [f.energy for f in frames], [f.n_atoms for f in frames], pred_f, ref_f

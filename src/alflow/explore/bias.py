@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from alflow.uncertainty.base import UncertaintyCalculator
+from alflow.uncertainty.base import UncertaintyCalculator, member_predictions
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -123,7 +123,7 @@ class BiasedCalculator(Calculator):
         wanted = [*(properties or ["energy", "forces"]), "energy_std"]
         self.estimator.calculate(self.atoms, wanted, all_changes)
         results = dict(self.estimator.results)
-        energies, forces = _member_predictions(results, type(self.estimator).__name__)
+        energies, forces = _members_or_raise(results, type(self.estimator).__name__)
         energy, forces = uncertainty_bias(
             energies, forces, self.depth, self.width, self.estimator.energy_scale
         )
@@ -135,11 +135,11 @@ class BiasedCalculator(Calculator):
         self.results = results
 
 
-def _member_predictions(results: dict[str, Any], estimator: str) -> tuple[Any, Any]:
+def _members_or_raise(results: dict[str, Any], estimator: str) -> tuple[Any, Any]:
     """The members' energies (K,) and forces (K, N, 3) from an estimator's results."""
-    for prefix in ("committee", "members"):
-        if f"energy_{prefix}" in results and f"forces_{prefix}" in results:
-            return results[f"energy_{prefix}"], results[f"forces_{prefix}"]
+    predicted = member_predictions(results)
+    if predicted is not None:
+        return predicted
     raise ValueError(
         "uncertainty-biased MD needs every member's energy and forces at every step; "
         f"{estimator} does not give them (use a MACE committee with "

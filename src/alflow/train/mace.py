@@ -193,6 +193,7 @@ def add_shallow_ensemble(
         seed,
         settings.shallow_steps,
         settings.dtype,
+        settings.shallow_fit,
     )
     return record.model_copy(
         update={

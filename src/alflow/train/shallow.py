@@ -8,10 +8,20 @@ weights w0 by ``w0 + d_m``; its energy and forces are linear in ``d_m``:
 
 with E0, F0 the backbone model's prediction, s the model's energy scale,
 ``G = sum_i h_i`` the summed hidden features and ``J = dG/dr``. G and J are computed
-once per frame, after which the members are fitted jointly, in seconds, by
-minimising the Gaussian negative log-likelihood of the reference energies (per
-atom) and force components under the ensemble's mean and variance (Kellner &
-Ceriotti, 2024), so that the spread learns where the backbone errs.
+once per frame. Two fits of the offsets are available:
+
+- ``rigidity`` (the default): the last layer as a Bayesian linear model (the
+  prediction-rigidity view of Bigi et al., 2024). The members' mean is the posterior
+  mean of ``d`` (weighted least squares on energies per atom and force components,
+  each channel weighted by its residual variance), and their spread spans the
+  M-1 directions of largest posterior variance, scaled so that the predicted force
+  variance on the training frames matches the observed one. Closed form: the same
+  frames give the same ensemble to rounding, in milliseconds.
+- ``nll``: the members are fitted jointly by L-BFGS on the Gaussian negative
+  log-likelihood of the reference energies and forces under the ensemble's mean
+  and variance (Kellner & Ceriotti, 2024). The likelihood is flat in many
+  directions and still falls after thousands of iterations, so where the fit stops
+  depends on rounding: kept for comparison.
 """
 
 from __future__ import annotations
@@ -39,6 +49,9 @@ if TYPE_CHECKING:
 #: Variance floors (eV²/atom², eV²/Å²) keep the likelihood finite.
 _ENERGY_FLOOR = 1e-10
 _FORCE_FLOOR = 1e-8
+#: Ridge added to the last layer's precision, relative to its mean eigenvalue: only
+#: directions the training frames do not constrain at all feel it.
+_RIDGE = 1e-8
 
 
 @dataclass
@@ -135,7 +148,105 @@ def gaussian_nll(members: torch.Tensor, reference: torch.Tensor, floor: float) -
     return 0.5 * (torch.log(var) + (reference - mean) ** 2 / var).mean()
 
 
+def _nll_loss(
+    linear: LinearisedFrames, offsets: torch.Tensor, energy_weight: float, forces_weight: float
+) -> torch.Tensor:
+    energies, forces = member_predictions(linear, offsets)
+    return energy_weight * gaussian_nll(
+        energies, linear.energy_ref, _ENERGY_FLOOR
+    ) + forces_weight * gaussian_nll(forces, linear.force_ref, _FORCE_FLOOR)
+
+
+def _fit_metrics(
+    linear: LinearisedFrames, offsets: torch.Tensor, energy_weight: float, forces_weight: float
+) -> dict[str, float]:
+    with torch.no_grad():
+        energies, forces = member_predictions(linear, offsets)
+        return {
+            "nll": float(_nll_loss(linear, offsets, energy_weight, forces_weight)),
+            "train_rmse_e_per_atom": float(
+                (energies.mean(0) - linear.energy_ref).pow(2).mean().sqrt()
+            ),
+            "train_rmse_f": float((forces.mean(0) - linear.force_ref).pow(2).mean().sqrt()),
+        }
+
+
+def centred_basis(members: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """M centred vectors in M-1 dimensions with unit covariance, shape (M-1, M).
+
+    ``B @ B.T = M I`` and every row sums to zero, so members ``mu + L @ B`` have mean
+    ``mu`` and (population) covariance ``L @ L.T``.
+    """
+    centring = torch.eye(members, dtype=dtype) - 1.0 / members
+    u, _, _ = torch.linalg.svd(centring)
+    return u[:, : members - 1].T * members**0.5
+
+
 def fit_members(
+    linear: LinearisedFrames,
+    w0: torch.Tensor,
+    members: int,
+    seed: int = 0,
+    steps: int = 200,
+    energy_weight: float = 1.0,
+    forces_weight: float = 1.0,
+    method: str = "rigidity",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Member weights (H, M) and fit metrics, by ``method`` (see module docstring).
+
+    ``seed`` and ``steps`` are used by the ``nll`` fit only.
+    """
+    if members < 2:
+        raise ValueError("a shallow ensemble needs at least two members")
+    if method == "rigidity":
+        offsets = rigidity_offsets(linear, members, energy_weight, forces_weight)
+    elif method == "nll":
+        offsets = nll_offsets(linear, w0, members, seed, steps, energy_weight, forces_weight)
+    else:
+        raise ValueError(f"unknown shallow-ensemble fit {method!r}: use 'rigidity' or 'nll'")
+    metrics = _fit_metrics(linear, offsets, energy_weight, forces_weight)
+    return (w0.unsqueeze(1) + offsets).detach(), metrics
+
+
+def rigidity_offsets(
+    linear: LinearisedFrames,
+    members: int,
+    energy_weight: float = 1.0,
+    forces_weight: float = 1.0,
+) -> torch.Tensor:
+    """Offsets (H, M): posterior mean plus the M-1 widest posterior directions."""
+    hidden = linear.g.shape[1]
+    design_f = linear.jac.reshape(hidden, -1)  # force change = -design_f.T @ d
+    residual_e = linear.energy_ref - linear.energy0
+    residual_f = (linear.force_ref - linear.force0).reshape(-1)
+    eye = torch.eye(hidden, dtype=linear.g.dtype)
+    # noise variance of each channel, from the residuals the fit leaves: two rounds
+    # of reweighting settle it, a third changes nothing visible
+    noise_e, noise_f = residual_e.pow(2).mean(), residual_f.pow(2).mean()
+    for _ in range(3):
+        precision = (energy_weight / (noise_e + _ENERGY_FLOOR)) * linear.g.T @ linear.g + (
+            forces_weight / (noise_f + _FORCE_FLOOR)
+        ) * design_f @ design_f.T
+        precision = precision + _RIDGE * torch.trace(precision) / hidden * eye
+        projected = (energy_weight / (noise_e + _ENERGY_FLOOR)) * linear.g.T @ residual_e - (
+            forces_weight / (noise_f + _FORCE_FLOOR)
+        ) * design_f @ residual_f
+        mean = torch.linalg.solve(precision, projected)
+        noise_e = (residual_e - linear.g @ mean).pow(2).mean()
+        noise_f = (residual_f + design_f.T @ mean).pow(2).mean()
+    variances, directions = torch.linalg.eigh(torch.linalg.inv(precision))
+    rank = min(members - 1, hidden)
+    spread = directions[:, -rank:] * variances[-rank:].clamp(min=0).sqrt()
+    # scale: the spread's mean force variance on the training frames is the
+    # residual's (the campaign's calibration refines it per element on held-out data)
+    predicted = torch.einsum("hx,hk->kx", design_f, spread).pow(2).sum(0).mean()
+    spread = spread * (noise_f / predicted.clamp(min=1e-300)).sqrt()
+    if rank < members - 1:
+        spread = torch.cat([spread, spread.new_zeros(hidden, members - 1 - rank)], dim=1)
+    return mean.unsqueeze(1) + spread @ centred_basis(members, spread.dtype)
+
+
+def nll_offsets(
     linear: LinearisedFrames,
     w0: torch.Tensor,
     members: int,
@@ -143,17 +254,8 @@ def fit_members(
     steps: int = 200,
     energy_weight: float = 1.0,
     forces_weight: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Fit M member weight vectors jointly by negative log-likelihood.
-
-    Returns
-    -------
-    tuple
-        Member weights (H, M) and fit metrics (final loss and the members' mean
-        training errors).
-    """
-    if members < 2:
-        raise ValueError("a shallow ensemble needs at least two members")
+) -> torch.Tensor:
+    """Offsets (H, M) fitted jointly by negative log-likelihood (L-BFGS)."""
     generator = torch.Generator().manual_seed(seed)
     size = float(w0.pow(2).mean().sqrt())
     offsets = torch.randn(w0.shape[0], members, generator=generator, dtype=w0.dtype)
@@ -173,27 +275,12 @@ def fit_members(
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        energies, forces = member_predictions(linear, offsets)
-        loss = energy_weight * gaussian_nll(
-            energies, linear.energy_ref, _ENERGY_FLOOR
-        ) + forces_weight * gaussian_nll(forces, linear.force_ref, _FORCE_FLOOR)
+        loss = _nll_loss(linear, offsets, energy_weight, forces_weight)
         loss.backward()
         return loss
 
     optimiser.step(closure)
-    with torch.no_grad():
-        energies, forces = member_predictions(linear, offsets)
-        loss = energy_weight * gaussian_nll(
-            energies, linear.energy_ref, _ENERGY_FLOOR
-        ) + forces_weight * gaussian_nll(forces, linear.force_ref, _FORCE_FLOOR)
-        metrics = {
-            "nll": float(loss),
-            "train_rmse_e_per_atom": float(
-                (energies.mean(0) - linear.energy_ref).pow(2).mean().sqrt()
-            ),
-            "train_rmse_f": float((forces.mean(0) - linear.force_ref).pow(2).mean().sqrt()),
-        }
-    return (w0.unsqueeze(1) + offsets).detach(), metrics
+    return offsets.detach()
 
 
 def build_shallow_model(
@@ -204,10 +291,11 @@ def build_shallow_model(
     seed: int,
     steps: int = 200,
     dtype: str = "float64",
+    method: str = "rigidity",
 ) -> dict[str, float]:
     """Fit members on ``frames`` and save the backbone with its ensemble to ``target``."""
     model, w0, linear = linearise(backbone_path, frames, dtype)
-    weights, metrics = fit_members(linear, w0, members, seed, steps)
+    weights, metrics = fit_members(linear, w0, members, seed, steps, method=method)
     attach_members(model, weights)
     for parameter in model.parameters():
         parameter.requires_grad_(False)

@@ -52,6 +52,19 @@ UNCERTAINTY_PROPERTIES = (
     "energy_deviation",
 )
 
+#: Suffixes of the result keys under which estimators report their members' energies
+#: (M,) and forces (M, N, 3): ``energy_committee``/``forces_committee`` for a committee,
+#: ``energy_members``/``forces_members`` for a shallow ensemble.
+MEMBER_SUFFIXES = ("committee", "members")
+
+
+def member_predictions(results: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    """The members' energies (M,) and forces (M, N, 3) in ``results``, or None."""
+    for suffix in MEMBER_SUFFIXES:
+        if f"energy_{suffix}" in results and f"forces_{suffix}" in results:
+            return results[f"energy_{suffix}"], results[f"forces_{suffix}"]
+    return None
+
 
 class UncertaintyCalculator(Calculator):
     """Base class: subclasses fill ``results`` via :meth:`_store_uncertainty`."""
