@@ -5,7 +5,8 @@ On acetylacetone (BOTNet datasets, ``../shared/data/acac``): train on the first
 frames of that file; test on ``test_MD_300K.xyz`` and ``test_MD_600K.xyz``.
 
 Estimators: a committee of K=4 MACE models, a shallow ensemble on member 0 of the
-committee (same backbone, so the comparison isolates the estimator), and a GAP.
+committee (same backbone, so the comparison isolates the estimator) with alflow's
+default closed-form fit and, for comparison, with the NLL fit, and a GAP.
 Each estimator is calibrated per element on the held-out frames, as a campaign
 does. For each: Spearman correlation (with a 95 % bootstrap interval) between the
 predicted frame uncertainty (alflow's ``force_deviation``: the expected max force
@@ -102,25 +103,37 @@ def main() -> None:
             committee.append(train_mace(train, settings, args.work, f"member_{k}", seed=k))
         train_cpu.append(meter.record.cpu_s)
         print(f"  member {k}: {meter.record.cpu_s:.0f} CPU-s", flush=True)
-    with Meter("train") as meter:
-        shallow_fit = build_shallow_model(
-            committee[0].path, train, args.work / "shallow.model", args.members, seed=0
-        )
-    shallow_cpu = meter.record.cpu_s
+    shallow_names = {
+        "rigidity": f"shallow ensemble (M={args.members})",
+        "nll": f"shallow ensemble (M={args.members}, NLL fit)",
+    }
+    shallow_fits, shallow_cpu = {}, {}
+    for method, name in shallow_names.items():
+        with Meter("train") as meter:
+            shallow_fits[name] = build_shallow_model(
+                committee[0].path,
+                train,
+                args.work / f"shallow-{method}.model",
+                args.members,
+                seed=0,
+                method=method,
+            )
+        shallow_cpu[name] = meter.record.cpu_s
     with Meter("train") as meter:
         gap = train_gap(train, GAPConfig(model="gap", threads=args.threads), args.work, "gap", 0)
     gap_cpu = meter.record.cpu_s
 
     estimators: dict[str, UncertaintyCalculator] = {
         f"committee (K={args.committee})": CommitteeCalculator([m.path for m in committee]),
-        f"shallow ensemble (M={args.members})": ShallowEnsembleCalculator(
-            args.work / "shallow.model"
-        ),
+        **{
+            name: ShallowEnsembleCalculator(args.work / f"shallow-{method}.model")
+            for method, name in shallow_names.items()
+        },
         "GAP variance": GAPCalculator(gap.path),
     }
     training_cpu = {
         f"committee (K={args.committee})": sum(train_cpu),
-        f"shallow ensemble (M={args.members})": train_cpu[0] + shallow_cpu,
+        **{name: train_cpu[0] + cpu for name, cpu in shallow_cpu.items()},
         "GAP variance": gap_cpu,
     }
     results: dict[str, Any] = {"estimators": {}}
@@ -149,7 +162,8 @@ def main() -> None:
             curves.setdefault(test, {})[name] = reliability(sigma, errors, factors)
             curves[test][name]["frames"] = frame_pairs(sigma, errors, factors)
         results["estimators"][name] = entry
-    results["estimators"][f"shallow ensemble (M={args.members})"]["fit"] = shallow_fit
+    for name, fit in shallow_fits.items():
+        results["estimators"][name]["fit"] = fit
 
     print("timing inference ...", flush=True)
     results["inference"] = time_inference(committee[0].path, estimators, tests["test_MD_600K"])
