@@ -163,10 +163,12 @@ class MACEConfig(_Section):
     shallow_fit: Literal["rigidity", "nll"] = Field(
         "rigidity",
         description="How the shallow members are fitted on the frozen backbone. "
-        "'rigidity': closed form, the last layer as a Bayesian linear model (members "
-        "span its widest posterior directions); reproducible, and on acetylacetone it "
-        "ranks 600 K frames about twice as well as 'nll'. 'nll': L-BFGS on the "
-        "Gaussian negative log-likelihood (Kellner & Ceriotti 2024), for comparison.",
+        "'rigidity': closed form, the last layer as a Bayesian linear model; the "
+        "members' mean is the trained model and their spread its M-1 widest posterior "
+        "directions; reproducible, and on acetylacetone it ranks 600 K frames about "
+        "twice as well as 'nll'. 'nll': L-BFGS on the Gaussian negative "
+        "log-likelihood (Kellner & Ceriotti 2024), which also refits the mean; for "
+        "comparison.",
     )
     shallow_steps: int = Field(
         200, ge=1, description="L-BFGS iterations of the 'nll' shallow-ensemble fit."

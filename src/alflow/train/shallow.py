@@ -11,12 +11,13 @@ with E0, F0 the backbone model's prediction, s the model's energy scale,
 once per frame. Two fits of the offsets are available:
 
 - ``rigidity`` (the default): the last layer as a Bayesian linear model (the
-  prediction-rigidity view of Bigi et al., 2024). The members' mean is the posterior
-  mean of ``d`` (weighted least squares on energies per atom and force components,
-  each channel weighted by its residual variance), and their spread spans the
-  M-1 directions of largest posterior variance, scaled so that the predicted force
-  variance on the training frames matches the observed one. Closed form: the same
-  frames give the same ensemble to rounding, in milliseconds.
+  prediction-rigidity view of Bigi et al., 2024). The members' mean is the trained
+  model (``d`` averages to zero); their spread spans the M-1 directions of largest
+  posterior variance of ``d`` given the training energies per atom and force
+  components (each channel's noise is the trained model's residual variance),
+  scaled so that the predicted force variance on the training frames matches the
+  observed one. Closed form: the same frames give the same ensemble to rounding, in
+  milliseconds.
 - ``nll``: the members are fitted jointly by L-BFGS on the Gaussian negative
   log-likelihood of the reference energies and forces under the ensemble's mean
   and variance (Kellner & Ceriotti, 2024). The likelihood is flat in many
@@ -49,9 +50,9 @@ if TYPE_CHECKING:
 #: Variance floors (eV²/atom², eV²/Å²) keep the likelihood finite.
 _ENERGY_FLOOR = 1e-10
 _FORCE_FLOOR = 1e-8
-#: Ridge added to the last layer's precision, relative to its mean eigenvalue: only
-#: directions the training frames do not constrain at all feel it.
-_RIDGE = 1e-8
+#: Directions whose precision is below this fraction of the largest get no variance:
+#: hidden units that no training atom activates would otherwise take the members.
+_RCOND = 1e-12
 
 
 @dataclass
@@ -214,27 +215,23 @@ def rigidity_offsets(
     energy_weight: float = 1.0,
     forces_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Offsets (H, M): posterior mean plus the M-1 widest posterior directions."""
+    """Offsets (H, M) around the trained weights along the M-1 widest posterior directions.
+
+    The members' mean is the trained model itself: refitting the last layer on its own
+    training frames traded energies for forces (a check on 8 Cu frames: force RMSE 126 → 75
+    meV/Å, but energies 2.9 → 206 meV/atom on held-out MD), so only the spread is fitted.
+    """
     hidden = linear.g.shape[1]
     design_f = linear.jac.reshape(hidden, -1)  # force change = -design_f.T @ d
-    residual_e = linear.energy_ref - linear.energy0
     residual_f = (linear.force_ref - linear.force0).reshape(-1)
-    eye = torch.eye(hidden, dtype=linear.g.dtype)
-    # noise variance of each channel, from the residuals the fit leaves: two rounds
-    # of reweighting settle it, a third changes nothing visible
-    noise_e, noise_f = residual_e.pow(2).mean(), residual_f.pow(2).mean()
-    for _ in range(3):
-        precision = (energy_weight / (noise_e + _ENERGY_FLOOR)) * linear.g.T @ linear.g + (
-            forces_weight / (noise_f + _FORCE_FLOOR)
-        ) * design_f @ design_f.T
-        precision = precision + _RIDGE * torch.trace(precision) / hidden * eye
-        projected = (energy_weight / (noise_e + _ENERGY_FLOOR)) * linear.g.T @ residual_e - (
-            forces_weight / (noise_f + _FORCE_FLOOR)
-        ) * design_f @ residual_f
-        mean = torch.linalg.solve(precision, projected)
-        noise_e = (residual_e - linear.g @ mean).pow(2).mean()
-        noise_f = (residual_f + design_f.T @ mean).pow(2).mean()
-    variances, directions = torch.linalg.eigh(torch.linalg.inv(precision))
+    # noise of each channel: the trained model's own residuals
+    noise_e = (linear.energy_ref - linear.energy0).pow(2).mean() + _ENERGY_FLOOR
+    noise_f = residual_f.pow(2).mean() + _FORCE_FLOOR
+    precision = (energy_weight / noise_e) * linear.g.T @ linear.g + (
+        forces_weight / noise_f
+    ) * design_f @ design_f.T
+    covariance = torch.linalg.pinv(precision, rtol=_RCOND, hermitian=True)
+    variances, directions = torch.linalg.eigh(covariance)
     rank = min(members - 1, hidden)
     spread = directions[:, -rank:] * variances[-rank:].clamp(min=0).sqrt()
     # scale: the spread's mean force variance on the training frames is the
@@ -243,7 +240,7 @@ def rigidity_offsets(
     spread = spread * (noise_f / predicted.clamp(min=1e-300)).sqrt()
     if rank < members - 1:
         spread = torch.cat([spread, spread.new_zeros(hidden, members - 1 - rank)], dim=1)
-    return mean.unsqueeze(1) + spread @ centred_basis(members, spread.dtype)
+    return spread @ centred_basis(members, spread.dtype)
 
 
 def nll_offsets(
