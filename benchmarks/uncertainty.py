@@ -25,7 +25,7 @@ a campaign with ``train.warm_start_epochs`` does; both with the chain's seed. Th
 CPU time of the iterations after the first and the final test errors (mean over
 chains) are compared.
 
-Run ``python benchmarks/uncertainty.py`` (about 50 minutes on 2 cores); results go
+Run ``python benchmarks/uncertainty.py`` (about 25 minutes on 2 cores); results go
 to ``benchmarks/results/uncertainty.json`` and ``uncertainty.png``.
 """
 
