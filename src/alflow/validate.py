@@ -19,7 +19,7 @@ from alflow.accounting import ComputeRecord, EnergyModel, Meter
 from alflow.frames import Frame, read_frames
 from alflow.train.records import ModelRecord
 from alflow.uncertainty import make_estimator
-from alflow.uncertainty.base import member_predictions
+from alflow.uncertainty.base import members_in_results
 from alflow.uncertainty.calibrate import (
     Calibration,
     atom_factors,
@@ -107,7 +107,7 @@ def validate_estimator(
         sigma.append(np.asarray(calc.results["forces_std"]))
         errors.append(np.linalg.norm(forces - np.asarray(frame.forces), axis=1))
         symbols.append(calc.atoms.get_chemical_symbols())
-        predicted = member_predictions(calc.results)
+        predicted = members_in_results(calc.results)
         if predicted is not None:
             members.append(np.asarray(predicted[1]))
     ref_f = [np.asarray(f.forces) for f in frames]

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from alflow.uncertainty.base import UncertaintyCalculator, member_predictions
+from alflow.uncertainty.base import UncertaintyCalculator, members_in_results
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -137,7 +137,7 @@ class BiasedCalculator(Calculator):
 
 def _members_or_raise(results: dict[str, Any], estimator: str) -> tuple[Any, Any]:
     """The members' energies (K,) and forces (K, N, 3) from an estimator's results."""
-    predicted = member_predictions(results)
+    predicted = members_in_results(results)
     if predicted is not None:
         return predicted
     raise ValueError(

@@ -58,7 +58,7 @@ UNCERTAINTY_PROPERTIES = (
 MEMBER_SUFFIXES = ("committee", "members")
 
 
-def member_predictions(results: Mapping[str, Any]) -> tuple[Any, Any] | None:
+def members_in_results(results: Mapping[str, Any]) -> tuple[Any, Any] | None:
     """The members' energies (M,) and forces (M, N, 3) in ``results``, or None."""
     for suffix in MEMBER_SUFFIXES:
         if f"energy_{suffix}" in results and f"forces_{suffix}" in results:
