@@ -208,6 +208,10 @@ def test_model_and_estimator_are_one_field_each(tmp_path, ethanol_xyz):
     text = GOOD.replace("  committee: 2\n", "  uncertainty: shallow\n")
     campaign = load_campaign(write(tmp_path, text))
     assert (campaign.train.model, campaign.train.uncertainty) == ("mace", "shallow")
+    assert campaign.train.shallow_fit == "rigidity"
+    [problem] = problems(tmp_path, text.replace("shallow\n", "shallow\n  shallow_fit: llpr\n"))
+    assert problem.field == "train.shallow_fit" and problem.line == 12
+    assert "'rigidity' or 'nll'" in problem.message
     gap = GOOD.replace("train:\n  committee: 2\n  epochs: 5\n", "train:\n  model: gap\n")
     gap = gap.replace("label:", "  validation: held.xyz\nlabel:")
     shutil.copy(DATA / "ethanol_rmd17_test.xyz", tmp_path / "held.xyz")

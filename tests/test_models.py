@@ -257,9 +257,8 @@ def test_rigidity_spread_grows_away_from_the_training_frames(frames, foundation)
         atoms = frame.to_atoms()
         atoms.rattle(stdev=0.15, seed=k)
         rattled.append(Frame.from_atoms(atoms))
-    _, _, near = linearise(model_path, frames[:12])
     _, _, far = linearise(model_path, rattled)
-    _, var_near = _mean_and_covariance(near, weights, w0)
+    _, var_near = _mean_and_covariance(linear, weights, w0)
     _, var_far = _mean_and_covariance(far, weights, w0)
     assert float(var_far.mean()) > 2 * float(var_near.mean())
 
@@ -281,6 +280,14 @@ def test_validation_calibrates_the_shallow_ensemble(frames, foundation, workdir)
     # one factor per element of the validation frames (ENCE on 45 atoms is too noisy
     # to assert that calibration lowers it when the raw spread is already near 1)
     assert set(calibration.element_scales) == {"C", "H", "O"}
+    # what the scale guarantees: calibrated variance equals the observed squared error
+    sigma, errors = [], []
+    for frame in frames[20:]:
+        calc.calculate(frame.to_atoms(with_labels=False), ["energy", "forces", "forces_std"])
+        sigma.append(np.asarray(calc.results["forces_std"]))
+        errors.append(np.linalg.norm(calc.results["forces"] - np.asarray(frame.forces), axis=1))
+    sigma, errors = np.concatenate(sigma), np.concatenate(errors)
+    assert np.sum((calibration.scale * sigma) ** 2) == pytest.approx(np.sum(errors**2), rel=1e-9)
 
 
 def test_validation_fits_the_energy_factor_of_a_committee(frames, foundation, other) -> None:
