@@ -17,6 +17,10 @@ trained on what it selected and scored on the test sets. Strategies:
 ``alflow``
     alflow's default policy on the same committee: window, SOAP novelty, then
     farthest-point sampling seeded with the training set (:mod:`alflow.select.policy`);
+``alflow-shallow``
+    alflow's default policy on a shallow ensemble (``train.uncertainty: shallow``,
+    closed-form member fit) built on MACE member 0, the scored model itself: one
+    training per step instead of a committee's;
 ``alflow-energy``
     the same with alflow's energy window (``select.energy_lo``): frames whose
     committee energy spread per atom is above the pool's ``--energy-quantile`` are
@@ -80,12 +84,20 @@ from alflow.train.mace import train_mace
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
-STRATEGIES = ("random", "dpgen", "soap-fps", "alflow", "alflow-energy")
+STRATEGIES = ("random", "dpgen", "soap-fps", "alflow", "alflow-shallow", "alflow-energy")
 #: Strategies that no campaign could run (they read the pool's labels), run on request.
 REFERENCES = ("oracle",)
 NEEDS_COMMITTEE = {"dpgen", "alflow", "alflow-energy"}
+#: Strategies whose uncertainty is a shallow ensemble on MACE member 0.
+NEEDS_SHALLOW = {"alflow-shallow"}
 #: Strategy of alflow.select.policy that each replay strategy runs.
-POLICY = {"dpgen": "dpgen", "soap-fps": "soap-fps", "alflow": "alflow", "alflow-energy": "alflow"}
+POLICY = {
+    "dpgen": "dpgen",
+    "soap-fps": "soap-fps",
+    "alflow": "alflow",
+    "alflow-shallow": "alflow",
+    "alflow-energy": "alflow",
+}
 
 
 def positive_int(text: str) -> int:
@@ -309,6 +321,8 @@ class Replay:
         frames = [self.pool[i] for i in labelled]
         if self.strategy in NEEDS_COMMITTEE:
             count = self.args.committee
+        elif self.strategy in NEEDS_SHALLOW:
+            count = 1
         else:
             count = 1 if self.args.scorer == "mace" else 0
         # the thread count is part of the key: threads change the floating-point sums
@@ -344,11 +358,14 @@ class Replay:
                 errors = self.force_rmse_per_frame(scored, candidates)
             self.kwh += meter.record.energy_kwh
             return [candidates[i] for i in np.argsort(-errors, kind="stable")[:batch]]
+        uses_model = self.strategy in NEEDS_COMMITTEE | NEEDS_SHALLOW
+        # built before the selection is metered: a shallow fit is counted as training
+        calc = self.uncertainty_calculator(models, labelled) if uses_model else None
         with Meter("select", energy_model=self.energy_model) as meter:
             deviations = np.zeros(len(candidates))
             energy = energy_lo = None
-            if self.strategy in NEEDS_COMMITTEE:
-                measures = committee_deviation(models, [self.pool[i] for i in candidates])
+            if calc is not None:
+                measures = frame_uncertainties(calc, [self.pool[i] for i in candidates])
                 deviations = measures[POLICY[self.strategy]]
             if self.strategy == "alflow-energy":
                 energy = measures["energy"]
@@ -366,7 +383,7 @@ class Replay:
                 POLICY[self.strategy],  # type: ignore[arg-type]
                 deviations,
                 scores.vectors if scores is not None else np.zeros((len(candidates), 1)),
-                lo=lo if self.strategy in NEEDS_COMMITTEE else 0.0,
+                lo=lo if uses_model else 0.0,
                 hi=float("inf"),
                 cap=batch,
                 reference=scores.training_vectors if scores is not None else None,
@@ -381,6 +398,36 @@ class Replay:
             rest = [i for i in candidates if i not in set(chosen)]
             chosen += [int(i) for i in rng.choice(rest, batch - len(chosen), replace=False)]
         return chosen
+
+    def uncertainty_calculator(self, models: list[str], labelled: list[int]) -> Any:
+        """The committee of ``models``, or for the shallow strategies a shallow ensemble
+        fitted on member 0 and the labelled frames (cached and metered like a model)."""
+        if self.strategy not in NEEDS_SHALLOW:
+            from alflow.uncertainty.committee import CommitteeCalculator
+
+            return CommitteeCalculator(models)
+        from alflow.train.shallow import build_shallow_model
+        from alflow.uncertainty.shallow import ShallowEnsembleCalculator
+
+        settings = self.settings
+        frames = [self.pool[i] for i in labelled]
+
+        def fit(private: Path) -> None:
+            private.mkdir(parents=True)
+            build_shallow_model(
+                models[0],
+                frames,
+                private / "shallow.model",
+                settings.shallow_members,
+                self.seed,
+                settings.shallow_steps,
+                settings.dtype,
+                settings.shallow_fit,
+            )
+
+        key = model_key(labelled, settings)
+        folder = self.build_cached(f"shallow_{key}_{self.seed * 100}", fit)
+        return ShallowEnsembleCalculator(folder / "shallow.model")
 
     def fit_gap(self, labelled: list[int]) -> str:
         """A GAP (alflow's default 2-body + SOAP) on the labelled frames, cached like the
@@ -511,16 +558,14 @@ class FinishedRuns:
         path.write_text(json.dumps({"settings": self.settings, "curve": curve}))
 
 
-def committee_deviation(models: list[str], frames: list[Frame]) -> dict[str, np.ndarray]:
-    """Frame uncertainties of the committee, uncalibrated (a replay has no held-out set).
+def frame_uncertainties(calc: Any, frames: list[Frame]) -> dict[str, np.ndarray]:
+    """Frame uncertainties of a committee or shallow ensemble, uncalibrated (a replay
+    has no held-out set).
 
     ``dpgen``: DP-GEN's max over atoms of the per-atom force spread; ``alflow``:
     alflow's expected max force error of the per-atom spreads; ``energy``: the
     energy spread per atom.
     """
-    from alflow.uncertainty.committee import CommitteeCalculator
-
-    calc = CommitteeCalculator(models)
     out: dict[str, list[float]] = {"dpgen": [], "alflow": [], "energy": []}
     for frame in frames:
         calc.calculate(frame.to_atoms(with_labels=False), ["energy", "forces", "force_deviation"])
