@@ -575,9 +575,12 @@ def frame_uncertainties(calc: Any, frames: list[Frame]) -> dict[str, np.ndarray]
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def labels_to_reach(curve: list[dict[str, Any]], test: str, target: float) -> float | None:
-    """Labels at which the mean force RMSE first reaches ``target`` (log-interpolated)."""
-    labels = [p["labels"] for p in curve]
+def labels_to_reach(
+    curve: list[dict[str, Any]], test: str, target: float, x: str = "labels"
+) -> float | None:
+    """Labels (or with ``x="kwh"`` total kWh) at which the mean force RMSE first
+    reaches ``target`` (log-interpolated in the error)."""
+    labels = [p[x] for p in curve]
     errors = [p[test] for p in curve]
     for i, error in enumerate(errors):
         if error <= target:
@@ -611,17 +614,21 @@ def mean_curves(runs: dict[str, list[list[dict[str, Any]]]], tests: list[str]) -
 
 
 def summary_table(curves: dict[str, list[dict[str, Any]]], tests: list[str]) -> dict:
-    """Labels (and kWh) each strategy needs to reach random's force RMSE at its largest budget."""
+    """Labels and kWh each strategy needs to reach random's force RMSE at its largest budget."""
     table: dict[str, dict[str, Any]] = {}
     for test in tests:
         target = curves["random"][-1][test]
         budget = curves["random"][-1]["labels"]
+        random_kwh = curves["random"][-1]["kwh"]
         row = {}
         for strategy, curve in curves.items():
             labels = labels_to_reach(curve, test, target)
+            kwh = labels_to_reach(curve, test, target, x="kwh")
             row[strategy] = {
                 "labels": labels,
                 "ratio_to_random": None if labels is None else labels / budget,
+                "kwh": kwh,
+                "kwh_ratio_to_random": None if kwh is None else kwh / random_kwh,
             }
         table[test] = {"target_force_rmse": target, "random_labels": budget, "strategies": row}
     return table
@@ -829,7 +836,8 @@ def report(results: dict[str, Any], tests: list[str]) -> None:
             text = (
                 "not reached"
                 if labels is None
-                else f"{labels:5.1f} ({entry['ratio_to_random']:.2f}x)"
+                else f"{labels:5.1f} labels ({entry['ratio_to_random']:.2f}x), "
+                f"{entry['kwh'] * 1000:.2f} Wh ({entry['kwh_ratio_to_random']:.2f}x)"
             )
             print(f"  {strategy:13s} {text}")
     if results["picks_by_group"]:
