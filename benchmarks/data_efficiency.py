@@ -359,12 +359,13 @@ class Replay:
             self.kwh += meter.record.energy_kwh
             return [candidates[i] for i in np.argsort(-errors, kind="stable")[:batch]]
         uses_model = self.strategy in NEEDS_COMMITTEE | NEEDS_SHALLOW
-        # built before the selection is metered: a shallow fit is counted as training
-        calc = self.uncertainty_calculator(models, labelled) if uses_model else None
+        # fitted before the selection is metered: a shallow fit is counted as training
+        shallow = self.fit_shallow(models[0], labelled) if self.strategy in NEEDS_SHALLOW else None
         with Meter("select", energy_model=self.energy_model) as meter:
             deviations = np.zeros(len(candidates))
             energy = energy_lo = None
-            if calc is not None:
+            if uses_model:
+                calc = uncertainty_calculator(models, shallow)
                 measures = frame_uncertainties(calc, [self.pool[i] for i in candidates])
                 deviations = measures[POLICY[self.strategy]]
             if self.strategy == "alflow-energy":
@@ -399,15 +400,10 @@ class Replay:
             chosen += [int(i) for i in rng.choice(rest, batch - len(chosen), replace=False)]
         return chosen
 
-    def uncertainty_calculator(self, models: list[str], labelled: list[int]) -> Any:
-        """The committee of ``models``, or for the shallow strategies a shallow ensemble
-        fitted on member 0 and the labelled frames (cached and metered like a model)."""
-        if self.strategy not in NEEDS_SHALLOW:
-            from alflow.uncertainty.committee import CommitteeCalculator
-
-            return CommitteeCalculator(models)
+    def fit_shallow(self, backbone: str, labelled: list[int]) -> Path:
+        """A shallow ensemble fitted on ``backbone`` (MACE member 0) and the labelled
+        frames, cached and metered like a model."""
         from alflow.train.shallow import build_shallow_model
-        from alflow.uncertainty.shallow import ShallowEnsembleCalculator
 
         settings = self.settings
         frames = [self.pool[i] for i in labelled]
@@ -415,7 +411,7 @@ class Replay:
         def fit(private: Path) -> None:
             private.mkdir(parents=True)
             build_shallow_model(
-                models[0],
+                backbone,
                 frames,
                 private / "shallow.model",
                 settings.shallow_members,
@@ -427,7 +423,7 @@ class Replay:
 
         key = model_key(labelled, settings)
         folder = self.build_cached(f"shallow_{key}_{self.seed * 100}", fit)
-        return ShallowEnsembleCalculator(folder / "shallow.model")
+        return folder / "shallow.model"
 
     def fit_gap(self, labelled: list[int]) -> str:
         """A GAP (alflow's default 2-body + SOAP) on the labelled frames, cached like the
@@ -556,6 +552,17 @@ class FinishedRuns:
     def put(self, strategy: str, seed: int, curve: list[dict[str, Any]]) -> None:
         path = self._path(strategy, seed)
         path.write_text(json.dumps({"settings": self.settings, "curve": curve}))
+
+
+def uncertainty_calculator(models: list[str], shallow: Path | None) -> Any:
+    """The shallow ensemble at ``shallow`` if given, else the committee of ``models``."""
+    if shallow is not None:
+        from alflow.uncertainty.shallow import ShallowEnsembleCalculator
+
+        return ShallowEnsembleCalculator(shallow)
+    from alflow.uncertainty.committee import CommitteeCalculator
+
+    return CommitteeCalculator(models)
 
 
 def frame_uncertainties(calc: Any, frames: list[Frame]) -> dict[str, np.ndarray]:
