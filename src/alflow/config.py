@@ -144,7 +144,11 @@ class MACEConfig(_Section):
         "committee",
         description="'committee': K independently trained models (their spread). "
         "'shallow': one model whose last layer carries shallow_members members "
-        "(one backbone pass gives all of them), fitted by shallow_fit.",
+        "(one backbone pass gives all of them), fitted by shallow_fit: a third of a "
+        "3-member committee's training; it ranks frames less well than a committee "
+        "(benchmarks/uncertainty.py) but selected as well in the pool replays "
+        "(benchmarks/data_efficiency.py) and reached the online target with a third "
+        "of the kWh (benchmarks/online.py).",
     )
     committee: int = Field(3, ge=2, le=32, description="Committee members (K).")
     bootstrap: bool = Field(
