@@ -80,7 +80,7 @@ from alflow.frames import Frame, read_frames
 from alflow.select.policy import select_frames
 from alflow.select.soap import SOAPDescriptor, SOAPSettings, score_candidates
 from alflow.train.gap import train_gap
-from alflow.train.mace import train_mace
+from alflow.train.mace import fit_shallow_ensemble, train_mace
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
@@ -401,28 +401,18 @@ class Replay:
         return chosen
 
     def fit_shallow(self, backbone: str, labelled: list[int]) -> Path:
-        """A shallow ensemble fitted on ``backbone`` (MACE member 0) and the labelled
-        frames, cached and metered like a model."""
-        from alflow.train.shallow import build_shallow_model
-
-        settings = self.settings
+        """A shallow ensemble on ``backbone`` (MACE member 0) and the labelled frames, as a
+        campaign with ``train.uncertainty: shallow`` fits it; cached and metered like a
+        model."""
         frames = [self.pool[i] for i in labelled]
+        seed = self.seed * 100  # member 0's, as a campaign passes the member's seed
 
         def fit(private: Path) -> None:
             private.mkdir(parents=True)
-            build_shallow_model(
-                backbone,
-                frames,
-                private / "shallow.model",
-                settings.shallow_members,
-                self.seed,
-                settings.shallow_steps,
-                settings.dtype,
-                settings.shallow_fit,
-            )
+            target = private / "shallow.model"
+            fit_shallow_ensemble(Path(backbone), frames, self.settings, seed, target)
 
-        key = model_key(labelled, settings)
-        folder = self.build_cached(f"shallow_{key}_{self.seed * 100}", fit)
+        folder = self.build_cached(f"shallow_{model_key(labelled, self.settings)}_{seed}", fit)
         return folder / "shallow.model"
 
     def fit_gap(self, labelled: list[int]) -> str:

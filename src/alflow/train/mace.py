@@ -181,20 +181,9 @@ def add_shallow_ensemble(
     record: ModelRecord, frames: list[Frame], settings: MACEConfig, seed: int
 ) -> ModelRecord:
     """Fit a shallow ensemble on a trained model; the record then points to it."""
-    from alflow.train.shallow import build_shallow_model
-
     backbone = Path(record.path)
     target = backbone.with_name(backbone.stem + ".shallow.model")
-    fit = build_shallow_model(
-        backbone,
-        frames,
-        target,
-        settings.shallow_members,
-        seed,
-        settings.shallow_steps,
-        settings.dtype,
-        settings.shallow_fit,
-    )
+    fit = fit_shallow_ensemble(backbone, frames, settings, seed, target)
     return record.model_copy(
         update={
             "path": str(target.resolve()),
@@ -204,6 +193,28 @@ def add_shallow_ensemble(
             "architecture": {**record.architecture, "shallow_members": settings.shallow_members},
             "metrics": {**record.metrics, **{f"shallow_{k}": v for k, v in fit.items()}},
         }
+    )
+
+
+def fit_shallow_ensemble(
+    backbone: Path, frames: list[Frame], settings: MACEConfig, seed: int, target: Path
+) -> dict[str, float]:
+    """Fit the shallow ensemble that ``settings`` ask for on a trained model.
+
+    The model ``backbone`` with its members is saved to ``target``; returns the fit's
+    metrics.
+    """
+    from alflow.train.shallow import build_shallow_model
+
+    return build_shallow_model(
+        backbone,
+        frames,
+        target,
+        settings.shallow_members,
+        seed,
+        settings.shallow_steps,
+        settings.dtype,
+        settings.shallow_fit,
     )
 
 
