@@ -22,6 +22,7 @@ from alflow.train.shallow import (
     LinearisedFrames,
     build_shallow_model,
     fit_members,
+    last_layer_features,
     linearise,
     member_predictions,
 )
@@ -246,6 +247,25 @@ def test_rigidity_fit_does_not_amplify_rounding(frames, foundation) -> None:
     # (the NLL fit moved the mean by 1 % and the spread by 6-10 %, on acac)
     assert torch.allclose(mean_a, mean_b, rtol=0, atol=1e-9)
     assert float((var_a - var_b).abs().max()) < 1e-4 * float(var_a.max())
+
+
+def test_last_layer_features_of_unlabelled_frames_match_the_linearisation(
+    frames, foundation
+) -> None:
+    chosen = frames[12:15]
+    _, _, linear = linearise(foundation.path, chosen)
+    features = last_layer_features(foundation.path, [f.to_atoms(with_labels=False) for f in chosen])
+    assert np.allclose(np.stack([g for g, _ in features]), linear.g.numpy(), rtol=0, atol=1e-12)
+    assert np.allclose(
+        np.concatenate([jac for _, jac in features], axis=1), linear.jac.numpy(), atol=1e-12
+    )
+    # the energy follows G: a finite step along the first atom's x moves G by J
+    g, jac = features[0]
+    moved = chosen[0].to_atoms(with_labels=False)
+    moved.positions[0, 0] += 1e-5
+    g_moved, _ = last_layer_features(foundation.path, [moved])[0]
+    n = chosen[0].n_atoms
+    assert np.allclose((g_moved - g) * n / 1e-5, jac[:, 0, 0], rtol=1e-3, atol=1e-6)
 
 
 def test_rigidity_spread_grows_away_from_the_training_frames(frames, foundation) -> None:

@@ -42,8 +42,10 @@ from alflow.uncertainty.shallow import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
+
+    from ase import Atoms
 
     from alflow.frames import Frame
 
@@ -92,6 +94,47 @@ def load_mace(path: str | Path, dtype: str = "float64") -> Any:
 def linearise(model_path: str | Path, frames: Sequence[Frame], dtype: str = "float64") -> Any:
     """Backbone predictions, G and J for every frame (see module docstring)."""
     model, calc = load_mace(model_path, dtype)
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("e0", "eref", "g", "f0", "fref", "j")}
+    # a list, not a lazy zip: the hook must be gone before the model is saved
+    linearised = list(_linearised(model, calc, [f.to_atoms(with_labels=False) for f in frames]))
+    for frame, (energy, g, forces, jac) in zip(frames, linearised, strict=True):
+        n = frame.n_atoms
+        rows["e0"].append(energy.reshape(1) / n)
+        rows["eref"].append(torch.tensor([frame.energy / n], dtype=g.dtype))
+        rows["g"].append(g.unsqueeze(0) / n)
+        rows["f0"].append(forces)
+        rows["fref"].append(torch.tensor(np.asarray(frame.forces), dtype=g.dtype))
+        rows["j"].append(jac)
+    linear = LinearisedFrames(
+        energy0=torch.cat(rows["e0"]),
+        energy_ref=torch.cat(rows["eref"]),
+        g=torch.cat(rows["g"]),
+        force0=torch.cat(rows["f0"]),
+        force_ref=torch.cat(rows["fref"]),
+        jac=torch.cat(rows["j"], dim=1),
+    )
+    return model, output_weights(last_readout(model)), linear
+
+
+def last_layer_features(
+    model_path: str | Path, atoms_list: Sequence[Atoms], dtype: str = "float64"
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """G per atom (H,) and J (H, N, 3) of unlabelled structures.
+
+    The inputs of experimental design on the last layer (:mod:`alflow.select.design`).
+    """
+    model, calc = load_mace(model_path, dtype)
+    linearised = list(_linearised(model, calc, atoms_list))
+    return [
+        ((g / len(atoms)).numpy(), jac.numpy())
+        for atoms, (_, g, _, jac) in zip(atoms_list, linearised, strict=True)
+    ]
+
+
+def _linearised(
+    model: Any, calc: Any, atoms_list: Sequence[Atoms]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per structure: backbone energy, G (times ``s``), backbone forces and J."""
     readout = last_readout(model)
     scale = energy_scale(model)
     captured: dict[str, torch.Tensor] = {}
@@ -100,10 +143,9 @@ def linearise(model_path: str | Path, frames: Sequence[Frame], dtype: str = "flo
         captured["hidden"] = readout.non_linearity(readout.linear_1(args[0]))
 
     hook = readout.register_forward_hook(keep_hidden)
-    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("e0", "eref", "g", "f0", "fref", "j")}
     try:
-        for frame in frames:
-            data = calc._atoms_to_batch(frame.to_atoms(with_labels=False)).to_dict()
+        for atoms in atoms_list:
+            data = calc._atoms_to_batch(atoms).to_dict()
             out = model(data, training=False, compute_force=False)
             g = captured["hidden"].sum(dim=0) * scale
             outputs = torch.cat([out["interaction_energy"].reshape(1), g])
@@ -113,24 +155,9 @@ def linearise(model_path: str | Path, frames: Sequence[Frame], dtype: str = "flo
                 grad_outputs=torch.eye(outputs.shape[0], dtype=outputs.dtype),
                 is_grads_batched=True,
             )[0]
-            n = frame.n_atoms
-            rows["e0"].append(out["energy"].detach().reshape(1) / n)
-            rows["eref"].append(torch.tensor([frame.energy / n], dtype=g.dtype))
-            rows["g"].append(g.detach().unsqueeze(0) / n)
-            rows["f0"].append(-grads[0].detach())
-            rows["fref"].append(torch.tensor(np.asarray(frame.forces), dtype=g.dtype))
-            rows["j"].append(grads[1:].detach())
+            yield out["energy"].detach(), g.detach(), -grads[0].detach(), grads[1:].detach()
     finally:
         hook.remove()
-    linear = LinearisedFrames(
-        energy0=torch.cat(rows["e0"]),
-        energy_ref=torch.cat(rows["eref"]),
-        g=torch.cat(rows["g"]),
-        force0=torch.cat(rows["f0"]),
-        force_ref=torch.cat(rows["fref"]),
-        jac=torch.cat(rows["j"], dim=1),
-    )
-    return model, output_weights(readout), linear
 
 
 def member_predictions(
