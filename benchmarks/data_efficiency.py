@@ -25,6 +25,11 @@ trained on what it selected and scored on the test sets. Strategies:
     the same with alflow's energy window (``select.energy_lo``): frames whose
     committee energy spread per atom is above the pool's ``--energy-quantile`` are
     candidates too, whatever their force uncertainty;
+``design-variance``, ``design-information``
+    batch-mode Bayesian experimental design on MACE member 0's last layer
+    (:mod:`alflow.select.design`): greedy V-optimal (posterior force variance over
+    the pool) or D-optimal (information gain) picks, the posterior updated after
+    each; no window and no SOAP. Not a campaign strategy: measured for comparison;
 ``oracle`` (a reference, not run unless asked for)
     the frames on which the scored model's force error is largest, computed from the
     pool's labels: what selection by a perfect error estimate would pick. No real
@@ -55,7 +60,9 @@ forces (``--dataset path.xyz``: a random fifth is the test set).
 Run ``python benchmarks/data_efficiency.py --dataset acac`` (see ``--help``); results
 go to ``benchmarks/results/data_efficiency_<dataset>.json`` and ``.png``. Finished
 (strategy, seed) runs are kept under ``--work``: an interrupted run started again with
-the same settings resumes where it stopped.
+the same settings resumes where it stopped. ``--reuse results.json`` takes the
+finished curves of an earlier run with the same settings (and its label energy), so
+that seeds or strategies can be added to it without replaying what it holds.
 """
 
 from __future__ import annotations
@@ -84,12 +91,23 @@ from alflow.train.mace import fit_shallow_ensemble, train_mace
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
-STRATEGIES = ("random", "dpgen", "soap-fps", "alflow", "alflow-shallow", "alflow-energy")
+STRATEGIES = (
+    "random",
+    "dpgen",
+    "soap-fps",
+    "alflow",
+    "alflow-shallow",
+    "alflow-energy",
+    "design-variance",
+    "design-information",
+)
 #: Strategies that no campaign could run (they read the pool's labels), run on request.
 REFERENCES = ("oracle",)
 NEEDS_COMMITTEE = {"dpgen", "alflow", "alflow-energy"}
 #: Strategies whose uncertainty is a shallow ensemble on MACE member 0.
 NEEDS_SHALLOW = {"alflow-shallow"}
+#: Strategies that design the batch on MACE member 0's last layer (alflow.select.design).
+DESIGN = {"design-variance": "variance", "design-information": "information"}
 #: Strategy of alflow.select.policy that each replay strategy runs.
 POLICY = {
     "dpgen": "dpgen",
@@ -153,6 +171,14 @@ def arguments() -> argparse.Namespace:
         default=1,
         help="replays run side by side in this many processes, threads shared among them "
         "(two 1-thread trainings of small models do 1.3x the work of one 2-thread training)",
+    )
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="an earlier results JSON of this dataset and scorer: its finished (strategy, "
+        "seed) curves are taken instead of replayed, if it was run with the same settings "
+        "(its label energy is used too), e.g. to add seeds or strategies to it",
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-efficiency"))
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -321,7 +347,7 @@ class Replay:
         frames = [self.pool[i] for i in labelled]
         if self.strategy in NEEDS_COMMITTEE:
             count = self.args.committee
-        elif self.strategy in NEEDS_SHALLOW:
+        elif self.strategy in NEEDS_SHALLOW or self.strategy in DESIGN:
             count = 1
         else:
             count = 1 if self.args.scorer == "mace" else 0
@@ -358,6 +384,13 @@ class Replay:
                 errors = self.force_rmse_per_frame(scored, candidates)
             self.kwh += meter.record.energy_kwh
             return [candidates[i] for i in np.argsort(-errors, kind="stable")[:batch]]
+        if self.strategy in DESIGN:
+            with Meter("select", energy_model=self.energy_model) as meter:
+                picks = design_batch(
+                    models[0], self.pool, labelled, candidates, batch, DESIGN[self.strategy]
+                )
+            self.kwh += meter.record.energy_kwh
+            return [candidates[i] for i in picks]
         uses_model = self.strategy in NEEDS_COMMITTEE | NEEDS_SHALLOW
         # fitted before the selection is metered: a shallow fit is counted as training
         shallow = self.fit_shallow(models[0], labelled) if self.strategy in NEEDS_SHALLOW else None
@@ -499,6 +532,21 @@ def build_into(folder: Path, fit: Callable[[Path], None], energy_model: EnergyMo
         shutil.rmtree(private, ignore_errors=True)
 
 
+#: Settings that shape a curve (besides the scorer), as recorded in a results JSON's
+#: ``meta``.
+CURVE_SETTINGS = (
+    "initial",
+    "batch",
+    "budget",
+    "committee",
+    "epochs",
+    "min_steps",
+    "window_quantile",
+    "energy_quantile",
+    "test_every",
+)
+
+
 def runs_folder(args: argparse.Namespace, name: str) -> Path:
     """Where the finished curves of ``name`` are kept, one folder per scorer."""
     return args.work / (name if args.scorer == "mace" else f"{name}_{args.scorer}")
@@ -510,18 +558,9 @@ class FinishedRuns:
     that shapes it is the same."""
 
     def __init__(self, folder: Path, args: argparse.Namespace, label_kwh: float) -> None:
-        keys = (
-            "initial",
-            "batch",
-            "budget",
-            "committee",
-            "epochs",
-            "min_steps",
-            "window_quantile",
-            "energy_quantile",
-        )
-        self.settings = {k: getattr(args, k) for k in keys}
-        self.settings |= {"test_every": args.test_every, "label_kwh": label_kwh}
+        # the scorer is not among them: each scorer has its own folder
+        self.settings = {k: getattr(args, k) for k in CURVE_SETTINGS}
+        self.settings |= {"label_kwh": label_kwh}
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -542,6 +581,48 @@ class FinishedRuns:
     def put(self, strategy: str, seed: int, curve: list[dict[str, Any]]) -> None:
         path = self._path(strategy, seed)
         path.write_text(json.dumps({"settings": self.settings, "curve": curve}))
+
+
+def design_batch(
+    model: str,
+    pool: list[Frame],
+    labelled: list[int],
+    candidates: list[int],
+    batch: int,
+    criterion: str,
+) -> list[int]:
+    """Candidates (indices into ``candidates``) picked by experimental design on the
+    last layer of ``model``, the posterior given the labelled frames, the label noise
+    the model's own residuals on them (as the rigidity shallow ensemble takes it)."""
+    from alflow.select.design import frame_precision, greedy_design, posterior_covariance
+    from alflow.train.shallow import last_layer_features, linearise
+
+    _model, _w0, linear = linearise(model, [pool[i] for i in labelled])
+    noise_e = float((linear.energy_ref - linear.energy0).pow(2).mean()) + 1e-10
+    noise_f = float((linear.force_ref - linear.force0).pow(2).mean()) + 1e-8
+    trained = [
+        frame_precision(g, jac, noise_e, noise_f)
+        for g, jac in last_layer_features(
+            model, [pool[i].to_atoms(with_labels=False) for i in labelled]
+        )
+    ]
+    features = last_layer_features(model, [pool[i].to_atoms(with_labels=False) for i in candidates])
+    precisions = np.asarray([frame_precision(g, jac, noise_e, noise_f) for g, jac in features])
+    moments = [jac.reshape(len(g), -1) for g, jac in features]
+    pool_moment = np.mean([m @ m.T for m in moments], axis=0) / noise_f
+    picks = greedy_design(
+        posterior_covariance(trained),
+        precisions,
+        batch,
+        criterion,
+        pool_moment,  # type: ignore[arg-type]
+    )
+    chosen = [i for i, _ in picks]
+    if len(chosen) < batch:  # nothing left to gain: top up at random
+        rest = [i for i in range(len(candidates)) if i not in set(chosen)]
+        rng = np.random.default_rng(len(labelled))
+        chosen += [int(i) for i in rng.choice(rest, batch - len(chosen), replace=False)]
+    return chosen
 
 
 def uncertainty_calculator(models: list[str], shallow: Path | None) -> Any:
@@ -641,6 +722,9 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     label_kwh = args.label_kwh
+    earlier = None if args.reuse is None else json.loads(args.reuse.read_text())
+    if earlier is not None and label_kwh is None:
+        label_kwh = earlier["label_kwh"]  # its curves include its label energy
     measured = args.work / name / "label_kwh.json"  # measured once, reused on resume
     if label_kwh is None and measured.is_file():
         label_kwh = json.loads(measured.read_text())["label_kwh"]
@@ -650,6 +734,8 @@ def main() -> None:
         measured.write_text(json.dumps({"label_kwh": label_kwh}))
     print(f"{name}: pool {len(pool)} frames, tests {[len(t) for t in tests.values()]}")
     started = time.perf_counter()
+    if earlier is not None:
+        adopt_runs(earlier, args, name, label_kwh)
     runs = replay_all(args, name, pool, tests, label_kwh)
     curves = mean_curves(runs, list(tests))
     results = {
@@ -673,6 +759,9 @@ def main() -> None:
             scorer=args.scorer,
             test_every=args.test_every,
             threads=args.threads,
+            reused=None
+            if earlier is None
+            else {"path": str(args.reuse), "commit": earlier["meta"]["commit"]},
         ),
     }
     groups = pool_groups(args.dataset)
@@ -682,6 +771,34 @@ def main() -> None:
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     plot(results, list(tests), args.out / f"{stem}.png")
     report(results, list(tests))
+
+
+def adopt_runs(
+    earlier: dict[str, Any], args: argparse.Namespace, name: str, label_kwh: float
+) -> None:
+    """Take the finished curves of an earlier results JSON as finished runs.
+
+    Raises ``SystemExit`` naming the settings that differ: curves of other settings
+    would be mixed into this benchmark's means.
+    """
+    meta = earlier["meta"]
+    different = [
+        f"{key} (--reuse file: {meta.get(key)}, now: {getattr(args, key)})"
+        for key in (*CURVE_SETTINGS, "scorer")
+        if meta.get(key) != getattr(args, key)
+    ]
+    if earlier["dataset"] != name:
+        different.insert(0, f"dataset (--reuse file: {earlier['dataset']}, now: {name})")
+    if earlier["label_kwh"] != label_kwh:
+        different.append(f"label_kwh (--reuse file: {earlier['label_kwh']}, now: {label_kwh})")
+    if different:
+        raise SystemExit(f"--reuse {args.reuse}: other settings: " + "; ".join(different))
+    finished = FinishedRuns(runs_folder(args, name), args, label_kwh)
+    for strategy, curves in earlier["runs"].items():
+        for seed, curve in enumerate(curves):
+            if finished.get(strategy, seed, quiet=True) is None:
+                finished.put(strategy, seed, curve)
+    print(f"reused the finished curves of {args.reuse} (commit {meta['commit']})")
 
 
 def initial_frames(seed: int, pool_size: int, count: int) -> list[int]:
