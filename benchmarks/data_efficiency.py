@@ -712,6 +712,50 @@ def summary_table(curves: dict[str, list[dict[str, Any]]], tests: list[str]) -> 
     return table
 
 
+def paired_differences(
+    runs: dict[str, list[list[dict[str, Any]]]], tests: list[str], reference: str = "alflow"
+) -> dict[str, dict[str, Any]]:
+    """Force RMSE of ``reference`` minus each other strategy's, seed by seed.
+
+    Seeds share their initial frames, so the difference per seed removes most of the
+    spread that the seed means carry. Per test and strategy: the difference averaged
+    over the steps after the first (where all strategies are equal) for each seed
+    (meV/Å), its mean and standard error over seeds, and in how many seeds
+    ``reference`` is lower.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    if reference not in runs:
+        return out
+    for test in tests:
+        rows = {}
+        for strategy, curves in runs.items():
+            if strategy == reference:
+                continue
+            per_seed = [
+                1000
+                * float(
+                    np.mean(
+                        [
+                            a["tests"][test]["force_rmse"] - b["tests"][test]["force_rmse"]
+                            for a, b in zip(mine[1:], theirs[1:], strict=True)
+                        ]
+                    )
+                )
+                for mine, theirs in zip(runs[reference], curves, strict=True)
+            ]
+            rows[strategy] = {
+                "per_seed_mev": per_seed,
+                "mean_mev": float(np.mean(per_seed)),
+                "sem_mev": float(np.std(per_seed, ddof=1) / np.sqrt(len(per_seed)))
+                if len(per_seed) > 1
+                else None,
+                "seeds_lower": sum(d < 0 for d in per_seed),
+                "seeds": len(per_seed),
+            }
+        out[test] = rows
+    return out
+
+
 def main() -> None:
     args = arguments()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -744,6 +788,7 @@ def main() -> None:
         "runs": runs,
         "curves": curves,
         "table": summary_table(curves, list(tests)) if "random" in curves else {},
+        "paired": paired_differences(runs, list(tests)),
         "picks_by_group": None,
         "wall_s": time.perf_counter() - started,
         "meta": run_metadata(
@@ -954,6 +999,14 @@ def report(results: dict[str, Any], tests: list[str]) -> None:
                 f"{entry['kwh'] * 1000:.2f} Wh ({entry['kwh_ratio_to_random']:.2f}x)"
             )
             print(f"  {strategy:13s} {text}")
+    for test, rows in results["paired"].items():
+        print(f"\n{test}: alflow minus each strategy, force RMSE over steps 2+, per seed")
+        for strategy, row in rows.items():
+            sem = "" if row["sem_mev"] is None else f" ± {row['sem_mev']:.1f}"
+            print(
+                f"  {strategy:13s} {row['mean_mev']:+6.1f}{sem} meV/Å, alflow lower in "
+                f"{row['seeds_lower']} of {row['seeds']} seeds"
+            )
     if results["picks_by_group"]:
         print("\npicks beyond the initial frames, by kind of frame (all seeds):")
         for strategy, counts in results["picks_by_group"].items():
