@@ -60,9 +60,9 @@ forces (``--dataset path.xyz``: a random fifth is the test set).
 Run ``python benchmarks/data_efficiency.py --dataset acac`` (see ``--help``); results
 go to ``benchmarks/results/data_efficiency_<dataset>.json`` and ``.png``. Finished
 (strategy, seed) runs are kept under ``--work``: an interrupted run started again with
-the same settings resumes where it stopped. ``--reuse results.json`` takes the
-finished curves of an earlier run with the same settings (and its label energy), so
-that seeds or strategies can be added to it without replaying what it holds.
+the same settings resumes where it stopped. ``--reuse a.json [b.json ...]`` takes
+the finished curves of earlier runs with the same settings (and the first one's label
+energy), so that seeds or strategies can be added without replaying what they hold.
 """
 
 from __future__ import annotations
@@ -175,10 +175,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--reuse",
         type=Path,
-        default=None,
-        help="an earlier results JSON of this dataset and scorer: its finished (strategy, "
-        "seed) curves are taken instead of replayed, if it was run with the same settings "
-        "(its label energy is used too), e.g. to add seeds or strategies to it",
+        nargs="+",
+        default=[],
+        help="earlier results JSONs of this dataset and scorer: their finished (strategy, "
+        "seed) curves are taken instead of replayed, if they were run with the same "
+        "settings (the first one's label energy is used too), e.g. to add seeds or "
+        "strategies; a curve in more than one file is taken from the first",
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-efficiency"))
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -766,9 +768,10 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     label_kwh = args.label_kwh
-    earlier = None if args.reuse is None else json.loads(args.reuse.read_text())
-    if earlier is not None and label_kwh is None:
-        label_kwh = earlier["label_kwh"]  # its curves include its label energy
+    earlier = {path: json.loads(path.read_text()) for path in args.reuse}
+    if earlier and label_kwh is None:
+        # their curves include their label energy
+        label_kwh = next(iter(earlier.values()))["label_kwh"]
     measured = args.work / name / "label_kwh.json"  # measured once, reused on resume
     if label_kwh is None and measured.is_file():
         label_kwh = json.loads(measured.read_text())["label_kwh"]
@@ -778,8 +781,8 @@ def main() -> None:
         measured.write_text(json.dumps({"label_kwh": label_kwh}))
     print(f"{name}: pool {len(pool)} frames, tests {[len(t) for t in tests.values()]}")
     started = time.perf_counter()
-    if earlier is not None:
-        adopt_runs(earlier, args, name, label_kwh)
+    for path, results in earlier.items():
+        adopt_runs(results, path, args, name, label_kwh)
     runs = replay_all(args, name, pool, tests, label_kwh)
     curves = mean_curves(runs, list(tests))
     results = {
@@ -804,9 +807,10 @@ def main() -> None:
             scorer=args.scorer,
             test_every=args.test_every,
             threads=args.threads,
-            reused=None
-            if earlier is None
-            else {"path": str(args.reuse), "commit": earlier["meta"]["commit"]},
+            reused=[
+                {"path": str(path), "commit": results["meta"]["commit"]}
+                for path, results in earlier.items()
+            ],
         ),
     }
     groups = pool_groups(args.dataset)
@@ -819,7 +823,7 @@ def main() -> None:
 
 
 def adopt_runs(
-    earlier: dict[str, Any], args: argparse.Namespace, name: str, label_kwh: float
+    earlier: dict[str, Any], path: Path, args: argparse.Namespace, name: str, label_kwh: float
 ) -> None:
     """Take the finished curves of an earlier results JSON as finished runs.
 
@@ -828,22 +832,22 @@ def adopt_runs(
     """
     meta = earlier["meta"]
     different = [
-        f"{key} (--reuse file: {meta.get(key)}, now: {getattr(args, key)})"
+        f"{key} ({path}: {meta.get(key)}, now: {getattr(args, key)})"
         for key in (*CURVE_SETTINGS, "scorer")
         if meta.get(key) != getattr(args, key)
     ]
     if earlier["dataset"] != name:
-        different.insert(0, f"dataset (--reuse file: {earlier['dataset']}, now: {name})")
+        different.insert(0, f"dataset ({path}: {earlier['dataset']}, now: {name})")
     if earlier["label_kwh"] != label_kwh:
-        different.append(f"label_kwh (--reuse file: {earlier['label_kwh']}, now: {label_kwh})")
+        different.append(f"label_kwh ({path}: {earlier['label_kwh']}, now: {label_kwh})")
     if different:
-        raise SystemExit(f"--reuse {args.reuse}: other settings: " + "; ".join(different))
+        raise SystemExit(f"--reuse {path}: other settings: " + "; ".join(different))
     finished = FinishedRuns(runs_folder(args, name), args, label_kwh)
     for strategy, curves in earlier["runs"].items():
         for seed, curve in enumerate(curves):
             if finished.get(strategy, seed, quiet=True) is None:
                 finished.put(strategy, seed, curve)
-    print(f"reused the finished curves of {args.reuse} (commit {meta['commit']})")
+    print(f"reused the finished curves of {path} (commit {meta['commit']})")
 
 
 def initial_frames(seed: int, pool_size: int, count: int) -> list[int]:
