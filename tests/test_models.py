@@ -25,6 +25,7 @@ from alflow.train.shallow import (
     last_layer_features,
     linearise,
     member_predictions,
+    per_frame_features,
 )
 from alflow.uncertainty import make_estimator
 from alflow.uncertainty.gap import GAPCalculator
@@ -259,6 +260,11 @@ def test_last_layer_features_of_unlabelled_frames_match_the_linearisation(
     assert np.allclose(
         np.concatenate([jac for _, jac in features], axis=1), linear.jac.numpy(), atol=1e-12
     )
+    # split back per frame, the linearisation gives the same features without a second pass
+    for (g, jac), (g_split, jac_split) in zip(
+        features, per_frame_features(linear, [f.n_atoms for f in chosen]), strict=True
+    ):
+        assert np.array_equal(g, g_split) and np.array_equal(jac, jac_split)
     # the energy follows G: a finite step along the first atom's x moves G by J
     g, jac = features[0]
     moved = chosen[0].to_atoms(with_labels=False)

@@ -236,6 +236,28 @@ def fit_members(
     return (w0.unsqueeze(1) + offsets).detach(), metrics
 
 
+def residual_noise(linear: LinearisedFrames) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label noise of energies per atom and force components (eV²/atom², eV²/Å²).
+
+    Each channel's noise is the trained model's own residual variance on its training
+    frames (floored, so that a perfect fit keeps the precision finite).
+    """
+    noise_e = (linear.energy_ref - linear.energy0).pow(2).mean() + _ENERGY_FLOOR
+    noise_f = (linear.force_ref - linear.force0).pow(2).mean() + _FORCE_FLOOR
+    return noise_e, noise_f
+
+
+def per_frame_features(
+    linear: LinearisedFrames, atom_counts: Sequence[int]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """G per atom (H,) and J (H, N, 3) of each frame in ``linear``.
+
+    The same as :func:`last_layer_features` of those frames, without a second pass.
+    """
+    jacobians = torch.split(linear.jac, list(atom_counts), dim=1)
+    return [(g.numpy(), jac.numpy()) for g, jac in zip(linear.g, jacobians, strict=True)]
+
+
 def rigidity_offsets(
     linear: LinearisedFrames,
     members: int,
@@ -250,10 +272,7 @@ def rigidity_offsets(
     """
     hidden = linear.g.shape[1]
     design_f = linear.jac.reshape(hidden, -1)  # force change = -design_f.T @ d
-    residual_f = (linear.force_ref - linear.force0).reshape(-1)
-    # noise of each channel: the trained model's own residuals
-    noise_e = (linear.energy_ref - linear.energy0).pow(2).mean() + _ENERGY_FLOOR
-    noise_f = residual_f.pow(2).mean() + _FORCE_FLOOR
+    noise_e, noise_f = residual_noise(linear)
     precision = (energy_weight / noise_e) * linear.g.T @ linear.g + (
         forces_weight / noise_f
     ) * design_f @ design_f.T
