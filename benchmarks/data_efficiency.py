@@ -597,16 +597,19 @@ def design_batch(
     last layer of ``model``, the posterior given the labelled frames, the label noise
     the model's own residuals on them (as the rigidity shallow ensemble takes it)."""
     from alflow.select.design import frame_precision, greedy_design, posterior_covariance
-    from alflow.train.shallow import last_layer_features, linearise
+    from alflow.train.shallow import (
+        last_layer_features,
+        linearise,
+        per_frame_features,
+        residual_noise,
+    )
 
-    _model, _w0, linear = linearise(model, [pool[i] for i in labelled])
-    noise_e = float((linear.energy_ref - linear.energy0).pow(2).mean()) + 1e-10
-    noise_f = float((linear.force_ref - linear.force0).pow(2).mean()) + 1e-8
+    frames = [pool[i] for i in labelled]
+    _model, _w0, linear = linearise(model, frames)
+    noise_e, noise_f = (float(noise) for noise in residual_noise(linear))
     trained = [
         frame_precision(g, jac, noise_e, noise_f)
-        for g, jac in last_layer_features(
-            model, [pool[i].to_atoms(with_labels=False) for i in labelled]
-        )
+        for g, jac in per_frame_features(linear, [f.n_atoms for f in frames])
     ]
     features = last_layer_features(model, [pool[i].to_atoms(with_labels=False) for i in candidates])
     precisions = np.asarray([frame_precision(g, jac, noise_e, noise_f) for g, jac in features])
@@ -616,8 +619,8 @@ def design_batch(
         posterior_covariance(trained),
         precisions,
         batch,
-        criterion,
-        pool_moment,  # type: ignore[arg-type]
+        criterion,  # type: ignore[arg-type]
+        pool_moment,
     )
     chosen = [i for i, _ in picks]
     if len(chosen) < batch:  # nothing left to gain: top up at random
@@ -714,6 +717,19 @@ def summary_table(curves: dict[str, list[dict[str, Any]]], tests: list[str]) -> 
     return table
 
 
+def mean_difference(mine: list[dict[str, Any]], theirs: list[dict[str, Any]], test: str) -> float:
+    """Force RMSE of one curve minus another's (meV/Å), averaged over the steps after
+    the first."""
+    return 1000 * float(
+        np.mean(
+            [
+                a["tests"][test]["force_rmse"] - b["tests"][test]["force_rmse"]
+                for a, b in zip(mine[1:], theirs[1:], strict=True)
+            ]
+        )
+    )
+
+
 def paired_differences(
     runs: dict[str, list[list[dict[str, Any]]]], tests: list[str], reference: str = "alflow"
 ) -> dict[str, dict[str, Any]]:
@@ -734,15 +750,7 @@ def paired_differences(
             if strategy == reference:
                 continue
             per_seed = [
-                1000
-                * float(
-                    np.mean(
-                        [
-                            a["tests"][test]["force_rmse"] - b["tests"][test]["force_rmse"]
-                            for a, b in zip(mine[1:], theirs[1:], strict=True)
-                        ]
-                    )
-                )
+                mean_difference(mine, theirs, test)
                 for mine, theirs in zip(runs[reference], curves, strict=True)
             ]
             rows[strategy] = {
@@ -768,7 +776,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     label_kwh = args.label_kwh
-    earlier = {path: json.loads(path.read_text()) for path in args.reuse}
+    earlier = {path: read_results(path) for path in args.reuse}
     if earlier and label_kwh is None:
         # their curves include their label energy
         label_kwh = next(iter(earlier.values()))["label_kwh"]
@@ -820,6 +828,22 @@ def main() -> None:
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     plot(results, list(tests), args.out / f"{stem}.png")
     report(results, list(tests))
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """An earlier results JSON of this script, or ``SystemExit`` saying what is wrong."""
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"--reuse {path}: no such file") from None
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"--reuse {path}: not JSON ({error})") from None
+    missing = [key for key in ("dataset", "label_kwh", "runs", "meta") if key not in results]
+    if missing:
+        raise SystemExit(
+            f"--reuse {path}: not a data_efficiency.py result (no {', '.join(missing)})"
+        )
+    return results
 
 
 def adopt_runs(
