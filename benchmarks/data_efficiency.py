@@ -25,6 +25,10 @@ trained on what it selected and scored on the test sets. Strategies:
     the same with alflow's energy window (``select.energy_lo``): frames whose
     committee energy spread per atom is above the pool's ``--energy-quantile`` are
     candidates too, whatever their force uncertainty;
+``alflow-gap``
+    alflow's default policy on the predictive variance of a GAP (2-body + SOAP) fitted
+    on the labelled frames, as a campaign with ``train.model: gap`` selects; with
+    ``--scorer gap`` that GAP is the scored model, so no MACE model is trained at all;
 ``design-variance``, ``design-information``
     batch-mode Bayesian experimental design on MACE member 0's last layer
     (:mod:`alflow.select.design`): greedy V-optimal (posterior force variance over
@@ -98,6 +102,7 @@ STRATEGIES = (
     "alflow",
     "alflow-shallow",
     "alflow-energy",
+    "alflow-gap",
     "design-variance",
     "design-information",
 )
@@ -106,6 +111,9 @@ REFERENCES = ("oracle",)
 NEEDS_COMMITTEE = {"dpgen", "alflow", "alflow-energy"}
 #: Strategies whose uncertainty is a shallow ensemble on MACE member 0.
 NEEDS_SHALLOW = {"alflow-shallow"}
+#: Strategies whose uncertainty is the predictive variance of a GAP on the labelled frames
+#: (a campaign with ``train.model: gap``); with ``--scorer gap`` it is the scored GAP.
+NEEDS_GAP = {"alflow-gap"}
 #: Strategies that design the batch on MACE member 0's last layer (alflow.select.design).
 DESIGN = {"design-variance": "variance", "design-information": "information"}
 #: Strategy of alflow.select.policy that each replay strategy runs.
@@ -115,6 +123,7 @@ POLICY = {
     "alflow": "alflow",
     "alflow-shallow": "alflow",
     "alflow-energy": "alflow",
+    "alflow-gap": "alflow",
 }
 
 
@@ -393,14 +402,17 @@ class Replay:
                 )
             self.kwh += meter.record.energy_kwh
             return [candidates[i] for i in picks]
-        uses_model = self.strategy in NEEDS_COMMITTEE | NEEDS_SHALLOW
+        uses_model = self.strategy in NEEDS_COMMITTEE | NEEDS_SHALLOW | NEEDS_GAP
         # fitted before the selection is metered: a shallow fit is counted as training
         shallow = self.fit_shallow(models[0], labelled) if self.strategy in NEEDS_SHALLOW else None
+        gap = None
+        if self.strategy in NEEDS_GAP:  # the scored GAP is already fitted and counted
+            gap = scored if self.args.scorer == "gap" else self.fit_gap(labelled)
         with Meter("select", energy_model=self.energy_model) as meter:
             deviations = np.zeros(len(candidates))
             energy = energy_lo = None
             if uses_model:
-                calc = uncertainty_calculator(models, shallow)
+                calc = uncertainty_calculator(models, shallow, gap)
                 measures = frame_uncertainties(calc, [self.pool[i] for i in candidates])
                 deviations = measures[POLICY[self.strategy]]
             if self.strategy == "alflow-energy":
@@ -630,8 +642,13 @@ def design_batch(
     return chosen
 
 
-def uncertainty_calculator(models: list[str], shallow: Path | None) -> Any:
-    """The shallow ensemble at ``shallow`` if given, else the committee of ``models``."""
+def uncertainty_calculator(models: list[str], shallow: Path | None, gap: str | None = None) -> Any:
+    """The GAP at ``gap`` if given, else the shallow ensemble at ``shallow`` if given,
+    else the committee of ``models``."""
+    if gap is not None:
+        from alflow.uncertainty.gap import GAPCalculator
+
+        return GAPCalculator(gap)
     if shallow is not None:
         from alflow.uncertainty.shallow import ShallowEnsembleCalculator
 
