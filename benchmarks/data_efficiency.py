@@ -734,6 +734,33 @@ def summary_table(curves: dict[str, list[dict[str, Any]]], tests: list[str]) -> 
     return table
 
 
+def ratio_by_budget(curves: dict[str, list[dict[str, Any]]], tests: list[str]) -> dict:
+    """Labels each strategy needs to reach random's force RMSE at each of random's budgets.
+
+    The issue's table compares at random's largest budget only; this repeats it at every
+    budget after the first (where all strategies share the initial frames), so one sees
+    whether a ratio is a property of the pool or of where the replay stopped. Per test:
+    random's budgets, its force RMSE at each, and per strategy the labels needed and
+    their ratio to the budget (``None`` where the strategy never reaches it).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for test in tests:
+        budgets = [p["labels"] for p in curves["random"][1:]]
+        targets = [p[test] for p in curves["random"][1:]]
+        rows = {}
+        for strategy, curve in curves.items():
+            labels = [labels_to_reach(curve, test, target) for target in targets]
+            rows[strategy] = {
+                "labels": labels,
+                "ratio_to_random": [
+                    None if n is None else n / budget
+                    for n, budget in zip(labels, budgets, strict=True)
+                ],
+            }
+        out[test] = {"random_labels": budgets, "target_force_rmse": targets, "strategies": rows}
+    return out
+
+
 def mean_difference(mine: list[dict[str, Any]], theirs: list[dict[str, Any]], test: str) -> float:
     """Force RMSE of one curve minus another's (meV/Å), averaged over the steps after
     the first."""
@@ -816,6 +843,7 @@ def main() -> None:
         "runs": runs,
         "curves": curves,
         "table": summary_table(curves, list(tests)) if "random" in curves else {},
+        "ratio_by_budget": ratio_by_budget(curves, list(tests)) if "random" in curves else {},
         "paired": paired_differences(runs, list(tests)),
         "picks_by_group": None,
         "wall_s": time.perf_counter() - started,
@@ -844,6 +872,8 @@ def main() -> None:
     stem = f"data_efficiency_{name}" + ("" if args.scorer == "mace" else f"_{args.scorer}")
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     plot(results, list(tests), args.out / f"{stem}.png")
+    if results["ratio_by_budget"]:
+        plot_ratio_by_budget(results, list(tests), args.out / f"{stem}_ratio.png")
     report(results, list(tests))
 
 
@@ -1029,6 +1059,35 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
     save_figure(fig, f"alflow data efficiency — {meta['seeds']} seeds, mean ± std", meta, path)
 
 
+def plot_ratio_by_budget(results: dict[str, Any], tests: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tests), figsize=(6 * len(tests), 4.5), squeeze=False)
+    for ax, test in zip(axes[0], tests, strict=True):
+        row = results["ratio_by_budget"][test]
+        for strategy, entry in row["strategies"].items():
+            if strategy == "random":
+                continue
+            ratios = [np.nan if r is None else r for r in entry["ratio_to_random"]]
+            style = {"ls": "--", "c": "grey"} if strategy in REFERENCES else {}
+            ax.plot(row["random_labels"], ratios, marker="o", label=strategy, **style)
+        ax.axhline(0.5, c="k", lw=0.8, ls=":", label="goal 0.5×")
+        ax.axhline(1.0, c="k", lw=0.8)
+        ax.set(
+            xlabel="random sampling's labels (its force RMSE there is the target)",
+            ylabel="labels to reach it / random's labels",
+            title=f"{results['dataset']}: {test}",
+            ylim=(0, 1.2),
+        )
+        ax.legend(fontsize=7)
+    meta = results["meta"]
+    title = f"labels ratio to random by budget — {meta['seeds']} seeds, seed-mean curves"
+    save_figure(fig, title, meta, path)
+
+
 def report(results: dict[str, Any], tests: list[str]) -> None:
     for test, row in results["table"].items():
         print(
@@ -1044,6 +1103,12 @@ def report(results: dict[str, Any], tests: list[str]) -> None:
                 f"{entry['kwh'] * 1000:.2f} Wh ({entry['kwh_ratio_to_random']:.2f}x)"
             )
             print(f"  {strategy:13s} {text}")
+    for test, row in results["ratio_by_budget"].items():
+        print(f"\n{results['dataset']} {test}: labels ratio to random at random's budgets")
+        print("  " + " " * 13 + " ".join(f"{n:6.0f}" for n in row["random_labels"]))
+        for strategy, entry in row["strategies"].items():
+            cells = ["   n/r" if r is None else f"{r:6.2f}" for r in entry["ratio_to_random"]]
+            print(f"  {strategy:13s}" + " ".join(cells))
     for test, rows in results["paired"].items():
         print(f"\n{test}: alflow minus each strategy, force RMSE over steps 2+, per seed")
         for strategy, row in rows.items():

@@ -1,0 +1,51 @@
+"""The tables of benchmarks/data_efficiency.py: labels to reach random's error.
+
+These are the numbers the benchmark README quotes, so their arithmetic is checked on
+small hand-made curves (the replay itself is the benchmark, not a test).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+data_efficiency = pytest.importorskip("data_efficiency")
+
+
+def curve(errors: list[float], labels: tuple[int, ...] = (10, 20, 30)) -> list[dict]:
+    return [{"labels": n, "kwh": 0.1 * n, "test": e} for n, e in zip(labels, errors, strict=True)]
+
+
+CURVES = {
+    "random": curve([0.4, 0.2, 0.1]),
+    "better": curve([0.4, 0.1, 0.05]),
+    "worse": curve([0.4, 0.3, 0.25]),
+}
+
+
+def test_labels_to_reach_interpolates_in_log_error():
+    # 0.2 is halfway from 0.4 to 0.1 in log(error): halfway from 10 to 20 labels
+    assert data_efficiency.labels_to_reach(CURVES["better"], "test", 0.2) == pytest.approx(15)
+    assert data_efficiency.labels_to_reach(CURVES["better"], "test", 0.1) == pytest.approx(20)
+    assert data_efficiency.labels_to_reach(CURVES["worse"], "test", 0.2) is None
+
+
+def test_ratio_by_budget_at_each_of_randoms_budgets():
+    table = data_efficiency.ratio_by_budget(CURVES, ["test"])["test"]
+    assert table["random_labels"] == [20, 30]
+    assert table["target_force_rmse"] == [0.2, 0.1]
+    better = table["strategies"]["better"]
+    assert better["labels"] == pytest.approx([15, 20])
+    assert better["ratio_to_random"] == pytest.approx([15 / 20, 20 / 30])
+    assert table["strategies"]["worse"]["ratio_to_random"] == [None, None]
+    assert table["strategies"]["random"]["ratio_to_random"] == pytest.approx([1, 1])
+
+
+def test_ratio_at_the_largest_budget_is_the_summary_table():
+    by_budget = data_efficiency.ratio_by_budget(CURVES, ["test"])["test"]["strategies"]
+    summary = data_efficiency.summary_table(CURVES, ["test"])["test"]["strategies"]
+    for strategy in CURVES:
+        assert by_budget[strategy]["ratio_to_random"][-1] == summary[strategy]["ratio_to_random"]
