@@ -860,8 +860,14 @@ def main() -> None:
             scorer=args.scorer,
             test_every=args.test_every,
             threads=args.threads,
+            # provenance of the reused curves: their commit, wall time and own sources
             reused=[
-                {"path": str(path), "commit": results["meta"]["commit"]}
+                {
+                    "path": str(path),
+                    "commit": results["meta"]["commit"],
+                    "wall_s": results.get("wall_s"),
+                    "reused": results["meta"].get("reused", []),
+                }
                 for path, results in earlier.items()
             ],
         ),
