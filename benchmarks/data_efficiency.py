@@ -191,6 +191,12 @@ def arguments() -> argparse.Namespace:
         "settings (the first one's label energy is used too), e.g. to add seeds or "
         "strategies; a curve in more than one file is taken from the first",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also fit the scored model on the whole pool (seed 0): the error that "
+        "labelling everything reaches, i.e. how much room the strategies compete for",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-efficiency"))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     return parser.parse_args()
@@ -520,6 +526,24 @@ class Replay:
         }
 
 
+def whole_pool_floor(
+    pool: list[Frame], tests: dict[str, list[Frame]], args: argparse.Namespace, label_kwh: float
+) -> dict[str, Any]:
+    """The scored model (seed 0, same settings) fitted on every pool frame, scored.
+
+    No strategy can do much better than labelling the whole pool, so the gap between
+    this and random sampling's error at its largest budget is the room the strategies
+    compete for: where it is small, "labels to reach random's error" compares noise.
+    """
+    replay = Replay("random", 0, pool, tests, args, label_kwh)
+    everything = list(range(len(pool)))
+    if args.scorer == "mace":
+        model = replay.train(everything, members=[0])[0]
+    else:
+        model = replay.fit_gap(everything)
+    return {"labels": len(pool), "tests": replay.score(model, len(pool))["tests"]}
+
+
 def model_key(labelled: list[int], settings: MACEConfig | GAPConfig) -> str:
     """A model is determined by its frames and settings (and its seed, kept apart)."""
     text = json.dumps([sorted(labelled), settings.model_dump()])
@@ -846,6 +870,7 @@ def main() -> None:
         "ratio_by_budget": ratio_by_budget(curves, list(tests)) if "random" in curves else {},
         "paired": paired_differences(runs, list(tests)),
         "picks_by_group": None,
+        "floor": whole_pool_floor(pool, tests, args, label_kwh) if args.floor else None,
         "wall_s": time.perf_counter() - started,
         "meta": run_metadata(
             seeds=args.seeds,
@@ -1050,6 +1075,15 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
                 spread = np.array([p[f"{test}{suffix}_std"] for p in curve]) * 1000
                 style = {"ls": "--", "c": "grey"} if strategy in REFERENCES else {}
                 ax.errorbar(xs, ys, spread, marker="o", capsize=3, label=strategy, **style)
+            floor = results.get("floor")
+            if floor is not None and x == "labels":
+                key = "force_rmse" if suffix == "" else "energy_rmse_per_atom"
+                ax.axhline(
+                    floor["tests"][test][key] * 1000,
+                    c="k",
+                    ls=":",
+                    label=f"whole pool ({floor['labels']} labels)",
+                )
             xlabel = (
                 "labels" if x == "labels" else "total compute (kWh: labels + training + selection)"
             )
@@ -1109,6 +1143,15 @@ def report(results: dict[str, Any], tests: list[str]) -> None:
                 f"{entry['kwh'] * 1000:.2f} Wh ({entry['kwh_ratio_to_random']:.2f}x)"
             )
             print(f"  {strategy:13s} {text}")
+    if results.get("floor"):
+        floor = results["floor"]
+        print(f"\nwhole pool, {floor['labels']} labels (the scored model's floor):")
+        for test, values in floor["tests"].items():
+            random_last = (
+                results["curves"]["random"][-1][test] if "random" in results["curves"] else None
+            )
+            tail = "" if random_last is None else f" (random's last: {random_last * 1000:.0f})"
+            print(f"  {test}: F {values['force_rmse'] * 1000:.0f} meV/Å{tail}")
     for test, row in results["ratio_by_budget"].items():
         print(f"\n{results['dataset']} {test}: labels ratio to random at random's budgets")
         print("  " + " " * 13 + " ".join(f"{n:6.0f}" for n in row["random_labels"]))
