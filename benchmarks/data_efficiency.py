@@ -1057,6 +1057,7 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
     # rows: force and energy RMSE, each against labels and against total kWh
     rows = [
@@ -1093,6 +1094,10 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
                 yscale="log",
                 xscale="linear" if x == "labels" else "log",
             )
+            # plain numbers (145, not 1.45 × 10²) on log axes spanning less than a decade
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_formatter(FormatStrFormatter("%g"))
+                axis.set_minor_formatter(FormatStrFormatter("%g"))
             ax.legend(fontsize=7)
         axes[0, column].set_title(f"{results['dataset']}: {test}")
     meta = results["meta"]
