@@ -1057,7 +1057,6 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
 
     # rows: force and energy RMSE, each against labels and against total kWh
     rows = [
@@ -1094,14 +1093,24 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
                 yscale="log",
                 xscale="linear" if x == "labels" else "log",
             )
-            # plain numbers (145, not 1.45 × 10²) on log axes spanning less than a decade
-            for axis in (ax.xaxis, ax.yaxis):
-                axis.set_major_formatter(FormatStrFormatter("%g"))
-                axis.set_minor_formatter(FormatStrFormatter("%g"))
+            plain_log_ticks(ax)
             ax.legend(fontsize=7)
         axes[0, column].set_title(f"{results['dataset']}: {test}")
     meta = results["meta"]
     save_figure(fig, f"alflow data efficiency — {meta['seeds']} seeds, mean ± std", meta, path)
+
+
+def plain_log_ticks(ax: Any) -> None:
+    """Plain numbers (145, not 1.45 × 10²) on log axes; the minor ticks are labelled only
+    where the axis spans less than a decade (else their labels overlap)."""
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() != "log":
+            continue
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        narrow = max(limits) / min(limits) < 10
+        axis.set_minor_formatter(FormatStrFormatter("%g") if narrow else NullFormatter())
 
 
 def plot_ratio_by_budget(results: dict[str, Any], tests: list[str], path: Path) -> None:
