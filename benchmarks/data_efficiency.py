@@ -1101,16 +1101,26 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
 
 
 def plain_log_ticks(ax: Any) -> None:
-    """Plain numbers (145, not 1.45 × 10²) on log axes; the minor ticks are labelled only
-    where the axis spans less than a decade (else their labels overlap)."""
-    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+    """Plain numbers (145, not 1.45 × 10²) on log axes. Minor ticks are labelled where
+    the axis spans less than a decade: all of them below a factor of 3, else only the
+    2s, 3s and 5s (so that their labels do not overlap)."""
+    from matplotlib.ticker import FormatStrFormatter, FuncFormatter, NullFormatter
 
     for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
         if axis.get_scale() != "log":
             continue
         axis.set_major_formatter(FormatStrFormatter("%g"))
-        narrow = max(limits) / min(limits) < 10
-        axis.set_minor_formatter(FormatStrFormatter("%g") if narrow else NullFormatter())
+        span = max(limits) / min(limits)
+        if span >= 10:
+            axis.set_minor_formatter(NullFormatter())
+            continue
+        shown = set(range(2, 10)) if span < 3 else {2, 3, 5}
+
+        def label(value: float, _: Any, shown: set[int] = shown) -> str:
+            mantissa = round(value / 10 ** np.floor(np.log10(value)))
+            return f"{value:g}" if mantissa in shown else ""
+
+        axis.set_minor_formatter(FuncFormatter(label))
 
 
 def plot_ratio_by_budget(results: dict[str, Any], tests: list[str], path: Path) -> None:
