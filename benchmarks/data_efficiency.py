@@ -1177,7 +1177,10 @@ def report(results: dict[str, Any], tests: list[str]) -> None:
             tail = "" if random_last is None else f" (random's last: {random_last * 1000:.0f})"
             print(f"  {test}: F {values['force_rmse'] * 1000:.0f} meV/Å{tail}")
     for test, row in results["ratio_by_budget"].items():
-        print(f"\n{results['dataset']} {test}: labels ratio to random at random's budgets")
+        print(
+            f"\n{results['dataset']} {test}: labels ratio to random at random's budgets"
+            " (n/r: not reached)"
+        )
         print("  " + " " * 13 + " ".join(f"{n:6.0f}" for n in row["random_labels"]))
         for strategy, entry in row["strategies"].items():
             cells = ["   n/r" if r is None else f"{r:6.2f}" for r in entry["ratio_to_random"]]
