@@ -1073,7 +1073,7 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
                 xs = [p[x] for p in curve]
                 ys = np.array([p[f"{test}{suffix}"] for p in curve]) * 1000
                 spread = np.array([p[f"{test}{suffix}_std"] for p in curve]) * 1000
-                style = {"ls": "--", "c": "grey"} if strategy in REFERENCES else {}
+                style = strategy_style(strategy)
                 ax.errorbar(xs, ys, spread, marker="o", capsize=3, label=strategy, **style)
             floor = results.get("floor")
             if floor is not None and x == "labels":
@@ -1098,6 +1098,13 @@ def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:
         axes[0, column].set_title(f"{results['dataset']}: {test}")
     meta = results["meta"]
     save_figure(fig, f"alflow data efficiency — {meta['seeds']} seeds, mean ± std", meta, path)
+
+
+def strategy_style(strategy: str) -> dict[str, str]:
+    """The same colour for a strategy in every figure; references grey and dashed."""
+    if strategy in REFERENCES:
+        return {"ls": "--", "c": "grey"}
+    return {"c": f"C{STRATEGIES.index(strategy) % 10}"}
 
 
 def plain_log_ticks(ax: Any) -> None:
@@ -1136,7 +1143,7 @@ def plot_ratio_by_budget(results: dict[str, Any], tests: list[str], path: Path) 
             if strategy == "random":
                 continue
             ratios = [np.nan if r is None else r for r in entry["ratio_to_random"]]
-            style = {"ls": "--", "c": "grey"} if strategy in REFERENCES else {}
+            style = strategy_style(strategy)
             ax.plot(row["random_labels"], ratios, marker="o", label=strategy, **style)
         ax.axhline(0.5, c="k", lw=0.8, ls=":", label="goal 0.5×")
         ax.axhline(1.0, c="k", lw=0.8)
