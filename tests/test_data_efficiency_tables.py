@@ -6,13 +6,15 @@ small hand-made curves (the replay itself is the benchmark, not a test).
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-data_efficiency = pytest.importorskip("data_efficiency")
+# a plain import, not importorskip: a broken benchmark module must fail these tests
+data_efficiency = importlib.import_module("data_efficiency")
 
 
 def curve(errors: list[float], labels: tuple[int, ...] = (10, 20, 30)) -> list[dict]:
