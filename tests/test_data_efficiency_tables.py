@@ -51,3 +51,23 @@ def test_ratio_at_the_largest_budget_is_the_summary_table():
     summary = data_efficiency.summary_table(CURVES, ["test"])["test"]["strategies"]
     for strategy in CURVES:
         assert by_budget[strategy]["ratio_to_random"][-1] == summary[strategy]["ratio_to_random"]
+
+
+def test_si_hot_split_holds_out_the_3374K_runs_and_names_temperatures():
+    # mlearn descriptions as they are written in the dataset (not shipped with the repo)
+    hot = {
+        "group": "Vacancy",
+        "description": "Snapshot 7 of 32 of Vacancy AIMD NVT simulation at 3374 K",
+    }
+    warm = {
+        "group": "AIMD-NVT",
+        "description": "Snapshot 20000 of 100000 of AIMD NVT simulation for normal structure"
+        " at 2530 K",
+    }
+    strained = {"group": "Elastic", "description": "Si 2x2x2 cell, mode 0, strain -0.02"}
+    assert data_efficiency.is_hot(hot)
+    assert not data_efficiency.is_hot(warm)
+    assert not data_efficiency.is_hot(strained)
+    assert data_efficiency.group_with_temperature(warm) == "AIMD-NVT 2530 K"
+    assert data_efficiency.group_with_temperature(hot) == "Vacancy 3374 K"
+    assert data_efficiency.group_with_temperature(strained) == "Elastic"
