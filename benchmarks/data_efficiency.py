@@ -44,7 +44,9 @@ The scored model is MACE member 0 (``--scorer mace``) or, with ``--scorer gap``,
 (2-body + SOAP) fitted on the same frames: a kernel fit is exact, so its curve shows
 what the frames are worth without the optimiser noise and step limit of a short MACE
 training; the MACE committees still do the selecting, and the GAP fit is counted as
-the strategy's model cost instead of MACE member 0 (results ``..._gap.json``).
+the strategy's model cost instead of MACE member 0 (results ``..._gap.json``). The GAP
+has alflow's ``GAPConfig`` defaults unless ``--gap KEY=VALUE ...`` sets its fields
+(a larger SOAP and tighter regularisation fit mlearn's Si far better than the defaults).
 
 The trust window is relative, because a replayed pool has no broken frames and
 absolute thresholds do not transfer between datasets: frames whose committee
@@ -171,6 +173,15 @@ def arguments() -> argparse.Namespace:
         help="model scored after each step: MACE member 0 (the committee's first), or a "
         "GAP fitted on the same frames (exact fit: the frames' worth without optimiser noise)",
     )
+    parser.add_argument(
+        "--gap",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="settings of the scored GAP and of alflow-gap's GAP, as fields of alflow's "
+        "GAPConfig (YAML values), e.g. soap_l_max=6 soap_n_max=8 'default_sigma=[0.002, "
+        "0.04, 0]'; unset fields keep GAPConfig's defaults",
+    )
     parser.add_argument("--window-quantile", type=float, default=0.5)
     parser.add_argument(
         "--energy-quantile",
@@ -206,7 +217,44 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-efficiency"))
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    return parser.parse_args()
+    args = parser.parse_args()
+    try:
+        args.gap = gap_overrides(args.gap)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def gap_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` items as GAPConfig fields, checked by building a GAPConfig.
+
+    Raises
+    ------
+    ValueError
+        Naming the item that is not ``KEY=VALUE``, a field that GAPConfig does not
+        have (or that other options set), or a value it refuses.
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--gap {item!r}: expected KEY=VALUE, e.g. soap_l_max=6")
+        if key in ("model", "threads"):
+            raise ValueError(f"--gap {key}: set by the benchmark (threads: --threads)")
+        if key not in GAPConfig.model_fields:
+            fields = ", ".join(sorted(set(GAPConfig.model_fields) - {"model", "threads"}))
+            raise ValueError(f"--gap {key}: GAPConfig has no such field; it has {fields}")
+        overrides[key] = yaml.safe_load(value)
+    try:
+        checked = GAPConfig(model="gap", **overrides)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ValueError(f"--gap: {problems}") from None
+    # as validated (a list becomes default_sigma's tuple), in a JSON-stable form
+    return {key: json.loads(json.dumps(getattr(checked, key))) for key in sorted(overrides)}
 
 
 def load_dataset(name: str, test_every: int) -> tuple[str, list[Frame], dict[str, list[Frame]]]:
@@ -511,9 +559,10 @@ class Replay:
         return folder / "shallow.model"
 
     def fit_gap(self, labelled: list[int]) -> str:
-        """A GAP (alflow's default 2-body + SOAP) on the labelled frames, cached like the
-        MACE models; its metered energy is counted as this strategy's model cost."""
-        settings = GAPConfig(model="gap", threads=self.args.threads)
+        """A GAP (alflow's 2-body + SOAP, with ``--gap``'s settings) on the labelled
+        frames, cached like the MACE models; its metered energy is counted as this
+        strategy's model cost."""
+        settings = GAPConfig(model="gap", threads=self.args.threads, **self.args.gap)
         frames = [self.pool[i] for i in labelled]
 
         def fit(private: Path) -> None:
@@ -624,7 +673,11 @@ CURVE_SETTINGS = (
     "window_quantile",
     "energy_quantile",
     "test_every",
+    "gap",
 )
+
+#: What a curve setting was before it existed (results written before ``--gap``)
+CURVE_SETTING_BEFORE = {"gap": {}}
 
 
 def runs_folder(args: argparse.Namespace, name: str) -> Path:
@@ -926,6 +979,7 @@ def main() -> None:
             energy_quantile=args.energy_quantile,
             scorer=args.scorer,
             test_every=args.test_every,
+            gap=args.gap,
             threads=args.threads,
             # provenance of the reused curves: their commit, wall time and own sources
             reused=[
@@ -975,10 +1029,12 @@ def adopt_runs(
     would be mixed into this benchmark's means.
     """
     meta = earlier["meta"]
+    theirs = {key: meta.get(key, CURVE_SETTING_BEFORE.get(key)) for key in CURVE_SETTINGS}
+    theirs["scorer"] = meta.get("scorer")
     different = [
-        f"{key} ({path}: {meta.get(key)}, now: {getattr(args, key)})"
-        for key in (*CURVE_SETTINGS, "scorer")
-        if meta.get(key) != getattr(args, key)
+        f"{key} ({path}: {value}, now: {getattr(args, key)})"
+        for key, value in theirs.items()
+        if value != getattr(args, key)
     ]
     if earlier["dataset"] != name:
         different.insert(0, f"dataset ({path}: {earlier['dataset']}, now: {name})")

@@ -71,3 +71,58 @@ def test_si_hot_split_holds_out_the_3374K_runs_and_names_temperatures():
     assert data_efficiency.group_with_temperature(warm) == "AIMD-NVT 2530 K"
     assert data_efficiency.group_with_temperature(hot) == "Vacancy 3374 K"
     assert data_efficiency.group_with_temperature(strained) == "Elastic"
+
+
+def test_gap_overrides_are_checked_gapconfig_fields():
+    overrides = data_efficiency.gap_overrides(
+        ["soap_l_max=6", "soap_cutoff=5", "default_sigma=[0.002, 0.04, 0]"]
+    )
+    # validated by GAPConfig: a YAML list becomes default_sigma's three numbers
+    assert overrides == {
+        "default_sigma": [0.002, 0.04, 0.0],
+        "soap_cutoff": 5.0,
+        "soap_l_max": 6,
+    }
+    assert data_efficiency.gap_overrides([]) == {}
+
+
+@pytest.mark.parametrize(
+    ("item", "says"),
+    [
+        ("soap_l_max", "expected KEY=VALUE"),
+        ("soap_lmax=6", "GAPConfig has no such field"),
+        ("threads=4", "--threads"),
+        ("soap_l_max=40", "soap_l_max"),
+        ("default_sigma=[0.1]", "default_sigma"),
+    ],
+)
+def test_gap_overrides_name_what_is_wrong(item, says):
+    with pytest.raises(ValueError, match=says):
+        data_efficiency.gap_overrides([item])
+
+
+def test_reuse_refuses_curves_of_other_gap_settings(tmp_path):
+    args = data_efficiency.argparse.Namespace(
+        initial=10,
+        batch=10,
+        budget=40,
+        committee=3,
+        epochs=30,
+        min_steps=300,
+        window_quantile=0.5,
+        energy_quantile=0.8,
+        test_every=1,
+        scorer="gap",
+        gap={"soap_l_max": 6},
+        work=tmp_path,
+    )
+    meta = {k: getattr(args, k) for k in (*data_efficiency.CURVE_SETTINGS, "scorer")}
+    meta["commit"] = "abc"
+    # written before --gap existed: no "gap" in its meta, so GAPConfig's defaults
+    earlier = {"dataset": "si", "label_kwh": 0.048, "runs": {}, "meta": dict(meta)}
+    del earlier["meta"]["gap"]
+    with pytest.raises(SystemExit, match=r"gap \(old.json: \{\}, now: \{'soap_l_max': 6\}\)"):
+        data_efficiency.adopt_runs(earlier, Path("old.json"), args, "si", 0.048)
+    same = {"dataset": "si", "label_kwh": 0.048, "runs": {"random": [[]]}, "meta": meta}
+    data_efficiency.adopt_runs(same, Path("new.json"), args, "si", 0.048)
+    assert (tmp_path / "si_gap" / "random_0.json").is_file()
