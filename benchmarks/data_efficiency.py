@@ -218,6 +218,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-efficiency"))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
+    if args.gap and args.scorer != "gap" and "alflow-gap" not in args.strategies:
+        parser.error("--gap sets the GAP of --scorer gap or of alflow-gap; neither is used")
     try:
         args.gap = gap_overrides(args.gap)
     except ValueError as error:
@@ -231,8 +233,9 @@ def gap_overrides(items: list[str]) -> dict[str, Any]:
     Raises
     ------
     ValueError
-        Naming the item that is not ``KEY=VALUE``, a field that GAPConfig does not
-        have (or that other options set), or a value it refuses.
+        Naming the item that is not ``KEY=VALUE`` (or not YAML), a field given twice,
+        a field that GAPConfig does not have (or that other options set), or a value
+        it refuses.
     """
     import yaml
     from pydantic import ValidationError
@@ -247,7 +250,13 @@ def gap_overrides(items: list[str]) -> dict[str, Any]:
         if key not in GAPConfig.model_fields:
             fields = ", ".join(sorted(set(GAPConfig.model_fields) - {"model", "threads"}))
             raise ValueError(f"--gap {key}: GAPConfig has no such field; it has {fields}")
-        overrides[key] = yaml.safe_load(value)
+        if key in overrides:
+            raise ValueError(f"--gap {key}: given twice")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            reason = getattr(error, "problem", None) or error  # one line, not YAML's marks
+            raise ValueError(f"--gap {item!r}: the value is not YAML ({reason})") from None
     try:
         checked = GAPConfig(model="gap", **overrides)
     except ValidationError as error:

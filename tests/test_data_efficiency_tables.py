@@ -94,11 +94,17 @@ def test_gap_overrides_are_checked_gapconfig_fields():
         ("threads=4", "--threads"),
         ("soap_l_max=40", "soap_l_max"),
         ("default_sigma=[0.1]", "default_sigma"),
+        ("default_sigma=[0.002, 0.04", "not YAML"),
     ],
 )
 def test_gap_overrides_name_what_is_wrong(item, says):
     with pytest.raises(ValueError, match=says):
         data_efficiency.gap_overrides([item])
+
+
+def test_gap_overrides_refuse_a_field_given_twice():
+    with pytest.raises(ValueError, match="soap_l_max: given twice"):
+        data_efficiency.gap_overrides(["soap_l_max=6", "soap_l_max=8"])
 
 
 def test_reuse_refuses_curves_of_other_gap_settings(tmp_path):
@@ -126,3 +132,13 @@ def test_reuse_refuses_curves_of_other_gap_settings(tmp_path):
     same = {"dataset": "si", "label_kwh": 0.048, "runs": {"random": [[]]}, "meta": meta}
     data_efficiency.adopt_runs(same, Path("new.json"), args, "si", 0.048)
     assert (tmp_path / "si_gap" / "random_0.json").is_file()
+
+
+def test_gap_settings_without_a_gap_to_set_are_refused(monkeypatch, capsys):
+    argv = ["data_efficiency.py", "--strategies", "random", "dpgen", "--gap", "soap_l_max=6"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit):
+        data_efficiency.arguments()
+    assert "--gap sets the GAP of --scorer gap or of alflow-gap" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", [*argv, "--scorer", "gap"])
+    assert data_efficiency.arguments().gap == {"soap_l_max": 6}
