@@ -237,8 +237,10 @@ def gap_overrides(items: list[str]) -> dict[str, Any]:
         a field that GAPConfig does not have (or that other options set), or a value
         it refuses.
     """
-    import yaml
     from pydantic import ValidationError
+    from ruamel.yaml import YAML, YAMLError
+
+    yaml = YAML(typ="safe")  # the project's YAML library, as for campaign files
 
     overrides: dict[str, Any] = {}
     for item in items:
@@ -253,8 +255,8 @@ def gap_overrides(items: list[str]) -> dict[str, Any]:
         if key in overrides:
             raise ValueError(f"--gap {key}: given twice")
         try:
-            overrides[key] = yaml.safe_load(value)
-        except yaml.YAMLError as error:
+            overrides[key] = yaml.load(value)
+        except YAMLError as error:
             reason = getattr(error, "problem", None) or error  # one line, not YAML's marks
             raise ValueError(f"--gap {item!r}: the value is not YAML ({reason})") from None
     try:
