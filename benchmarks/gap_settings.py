@@ -1,0 +1,300 @@
+"""What a GAP's settings cost and buy: fit time, memory, evaluation time and error.
+
+A campaign with ``train.model: gap`` fits alflow's 2-body + SOAP GAP (``GAPConfig``)
+after every labelling step, and with it drives MD and ranks frames. This script fits
+that GAP with several settings on the same random frames of a labelled dataset and
+measures, for each fit: the wall time and energy of ``gap_fit`` (metered as a
+campaign meters it), its peak memory, the time to evaluate energies and forces per
+atom (what MD and scoring pay at every step) and the force and energy errors on the
+dataset's tests. The settings (``SETTINGS``) are alflow's defaults, each change
+alone, and all changes together (the richer GAP the data-efficiency replays score
+with ``--gap``).
+
+Every fit runs in a fresh process, so the peak memory is that fit's gap_fit alone.
+
+Run ``python benchmarks/gap_settings.py``; results go to
+``benchmarks/results/gap_settings.json`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import run_metadata, save_figure
+from data_efficiency import load_dataset, plain_log_ticks
+
+from alflow.accounting import EnergyModel, Meter
+from alflow.config import GAPConfig
+from alflow.frames import Frame
+from alflow.train.gap import train_gap
+
+HERE = Path(__file__).resolve().parent
+
+#: Changes to GAPConfig's defaults, alone and together.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "tight sigma": {"default_sigma": (0.002, 0.04, 0.0)},
+    "1000 sparse": {"soap_n_sparse": 1000},
+    "larger SOAP": {"soap_l_max": 6, "soap_n_max": 8, "soap_cutoff": 5.0},
+    "all": {
+        "default_sigma": (0.002, 0.04, 0.0),
+        "soap_n_sparse": 1000,
+        "soap_l_max": 6,
+        "soap_n_max": 8,
+        "soap_cutoff": 5.0,
+    },
+}
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["acac", "si"])
+    parser.add_argument(
+        "--labels", type=int, nargs="+", default=[25, 100], help="random frames per fit"
+    )
+    parser.add_argument("--seeds", type=int, default=2, help="random draws of the frames")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument(
+        "--test-every",
+        type=int,
+        help="use every n-th test frame (default: 5 for acac's 650-frame tests, else 1, "
+        "as the data-efficiency tables)",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="gap_fit's OpenMP threads")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-gap-settings"))
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    return parser.parse_args()
+
+
+def scored_every(dataset: str, given: int | None) -> int:
+    """Every n-th test frame is scored: ``given``, else 5 for acac, else 1."""
+    if given is not None:
+        return given
+    return 5 if dataset == "acac" else 1
+
+
+def random_frames(pool: list[Frame], count: int, seed: int) -> list[Frame]:
+    """``count`` pool frames drawn without replacement; the same for every setting."""
+    picks = np.random.default_rng(seed).permutation(len(pool))[:count]
+    return [pool[i] for i in sorted(picks)]
+
+
+def test_errors(model: Path, tests: dict[str, list[Frame]]) -> dict[str, Any]:
+    """Force and energy RMSE on each test, and the evaluation time per atom."""
+    from quippy.potential import Potential
+
+    calc = Potential(param_filename=str(model))
+    errors, seconds, atoms_done = {}, 0.0, 0
+    for name, frames in tests.items():
+        df, de = [], []
+        for frame in frames:
+            atoms = frame.to_atoms(with_labels=False)
+            atoms.calc = calc
+            start = time.perf_counter()
+            forces, energy = atoms.get_forces(), atoms.get_potential_energy()
+            seconds += time.perf_counter() - start
+            atoms_done += frame.n_atoms
+            df.append((forces - np.asarray(frame.forces)).ravel())
+            de.append((energy - frame.energy) / frame.n_atoms)
+        errors[name] = {
+            "force_rmse": float(np.sqrt(np.mean(np.concatenate(df) ** 2))),
+            "energy_rmse_per_atom": float(np.sqrt(np.mean(np.square(de)))),
+        }
+    return {"tests": errors, "eval_us_per_atom": 1e6 * seconds / atoms_done}
+
+
+def fit_and_score(
+    frames: list[Frame],
+    tests: dict[str, list[Frame]],
+    settings: GAPConfig,
+    folder: Path,
+    seed: int,
+) -> dict[str, Any]:
+    """One fit, metered, in this (fresh) process: cost, peak memory and errors."""
+    with Meter("train", "gap_fit", EnergyModel()) as meter:
+        record = train_gap(frames, settings, folder, "gap", seed)
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB
+    return {
+        "fit_wall_s": meter.record.wall_s,
+        "fit_kwh": meter.record.energy_kwh,
+        "fit_peak_gib": peak_kib / 2**20,
+        **test_errors(Path(record.path), tests),
+    }
+
+
+def run_fit(
+    pool: list[Frame],
+    tests: dict[str, list[Frame]],
+    where: Path,
+    labels: int,
+    seed: int,
+    setting: str,
+    threads: int,
+) -> dict[str, Any]:
+    """The fit of ``setting`` on ``labels`` random frames (``seed``) in a new process,
+    or its result from ``where`` if it finished before with the same settings (so an
+    interrupted run resumes where it stopped)."""
+    settings = GAPConfig(model="gap", threads=threads, **SETTINGS[setting])
+    folder = where / f"{setting.replace(' ', '_')}_{labels}_{seed}"
+    done = folder.with_suffix(".json")
+    if done.is_file():
+        earlier = json.loads(done.read_text())
+        if earlier["gap_config"] == settings.model_dump(mode="json"):
+            return earlier["result"]
+    frames = random_frames(pool, labels, seed)
+    # a fresh process per fit: RUSAGE_CHILDREN's peak is then this fit's gap_fit alone
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as executor:
+        result = executor.submit(fit_and_score, frames, tests, settings, folder, seed).result()
+    done.write_text(json.dumps({"gap_config": settings.model_dump(mode="json"), "result": result}))
+    return result
+
+
+def main() -> None:
+    args = arguments()
+    meta = run_metadata(
+        threads=args.threads,
+        seeds=args.seeds,
+        test_every={d: scored_every(d, args.test_every) for d in args.datasets},
+        settings={name: SETTINGS[name] for name in args.settings},
+    )
+    fits = []
+    total = len(args.datasets) * len(args.labels) * args.seeds * len(args.settings)
+    for dataset in args.datasets:
+        _, pool, tests = load_dataset(dataset, scored_every(dataset, args.test_every))
+        for labels in args.labels:
+            for seed in range(args.seeds):
+                for setting in args.settings:
+                    result = run_fit(
+                        pool, tests, args.work / dataset, labels, seed, setting, args.threads
+                    )
+                    fits.append(
+                        {"dataset": dataset, "labels": labels, "seed": seed, "setting": setting}
+                        | result
+                    )
+                    print(f"[{len(fits)}/{total}] " + fit_line(fits[-1]), flush=True)
+    results = {"meta": meta, "fits": fits, "summary": summarise(fits)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gap_settings.json").write_text(json.dumps(results, indent=1))
+    report(results["summary"])
+    plot(results, args.out / "gap_settings.png")
+
+
+def fit_line(fit: dict[str, Any]) -> str:
+    """One fit's errors and costs, as progress."""
+    forces = ", ".join(f"{t} F {v['force_rmse'] * 1000:.0f}" for t, v in fit["tests"].items())
+    return (
+        f"{fit['dataset']} {fit['labels']} frames seed {fit['seed']} {fit['setting']}: "
+        f"{forces} meV/Å; fit {fit['fit_wall_s']:.0f} s, {fit['fit_peak_gib']:.2f} GiB; "
+        f"eval {fit['eval_us_per_atom']:.0f} µs/atom"
+    )
+
+
+def summarise(fits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Seed means per (dataset, labels, setting), in the order the fits ran."""
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for fit in fits:
+        groups.setdefault((fit["dataset"], fit["labels"], fit["setting"]), []).append(fit)
+    rows = []
+    for (dataset, labels, setting), members in groups.items():
+        tests = members[0]["tests"]
+        rows.append(
+            {
+                "dataset": dataset,
+                "labels": labels,
+                "setting": setting,
+                "seeds": len(members),
+                **{
+                    key: float(np.mean([m[key] for m in members]))
+                    for key in ("fit_wall_s", "fit_kwh", "fit_peak_gib", "eval_us_per_atom")
+                },
+                "tests": {
+                    test: {
+                        key: float(np.mean([m["tests"][test][key] for m in members]))
+                        for key in ("force_rmse", "energy_rmse_per_atom")
+                    }
+                    for test in tests
+                },
+            }
+        )
+    return rows
+
+
+def report(rows: list[dict[str, Any]]) -> None:
+    """A Markdown table of the seed means, as the README shows it."""
+    print(
+        "\n| dataset | frames | setting | force RMSE (meV/Å) | energy RMSE (meV/atom) "
+        "| fit (s) | peak (GiB) | eval (µs/atom) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        forces = " / ".join(f"{v['force_rmse'] * 1000:.0f}" for v in row["tests"].values())
+        energies = " / ".join(
+            f"{v['energy_rmse_per_atom'] * 1000:.1f}" for v in row["tests"].values()
+        )
+        print(
+            f"| {row['dataset']} | {row['labels']} | {row['setting']} | {forces} | {energies} "
+            f"| {row['fit_wall_s']:.1f} | {row['fit_peak_gib']:.2f} "
+            f"| {row['eval_us_per_atom']:.0f} |"
+        )
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Per dataset and test: force RMSE against gap_fit's wall time, one colour per
+    setting, one marker per frame count; last panel: gap_fit's peak memory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["summary"]
+    panels = [(d, t) for d in dict.fromkeys(r["dataset"] for r in rows) for t in _tests(rows, d)]
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    counts = sorted({r["labels"] for r in rows})
+    markers = dict(zip(counts, "os^vD", strict=False))
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 4))
+    for ax, (dataset, test) in zip(axes, panels, strict=False):
+        for row in (r for r in rows if r["dataset"] == dataset):
+            ax.scatter(
+                row["fit_wall_s"],
+                1000 * row["tests"][test]["force_rmse"],
+                marker=markers[row["labels"]],
+                color=f"C{settings.index(row['setting'])}",
+            )
+        ax.set(xscale="log", xlabel="gap_fit wall time (s)", ylabel="force RMSE (meV/Å)")
+        plain_log_ticks(ax)
+        ax.set_title(f"{dataset}: {test}", fontsize=9)
+    ax = axes[-1]
+    for row in rows:
+        ax.scatter(
+            row["labels"],
+            row["fit_peak_gib"],
+            marker=markers[row["labels"]],
+            color=f"C{settings.index(row['setting'])}",
+        )
+    ax.set(xlabel="frames", ylabel="gap_fit peak memory (GiB)")
+    ax.set_title("memory (all datasets)", fontsize=9)
+    legend = [
+        plt.Line2D([], [], color=f"C{i}", marker="o", linestyle="", label=setting)
+        for i, setting in enumerate(settings)
+    ] + [
+        plt.Line2D([], [], color="0.4", marker=markers[n], linestyle="", label=f"{n} frames")
+        for n in counts
+    ]
+    axes[0].legend(handles=legend, fontsize=7)
+    save_figure(fig, "GAP settings: error against cost", results["meta"], path)
+
+
+def _tests(rows: list[dict[str, Any]], dataset: str) -> list[str]:
+    return list(next(r for r in rows if r["dataset"] == dataset)["tests"])
+
+
+if __name__ == "__main__":
+    main()
