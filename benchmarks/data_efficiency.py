@@ -684,11 +684,55 @@ CURVE_SETTINGS = (
     "window_quantile",
     "energy_quantile",
     "test_every",
-    "gap",
 )
 
-#: What a curve setting was before it existed (results written before ``--gap``)
-CURVE_SETTING_BEFORE = {"gap": {}}
+#: GAPConfig's fields as they were before ``default_sigma`` changed to (0.002, 0.04, 0)
+#: (see ``benchmarks/gap_settings.py``). Results written before record only the fields
+#: ``--gap`` set (``meta.gap``), on top of these.
+GAP_CONFIG_BEFORE: dict[str, Any] = {
+    "uncertainty": "variance",
+    "two_body_cutoff": 5.0,
+    "two_body_delta": 1.0,
+    "two_body_n_sparse": 20,
+    "soap_cutoff": 4.5,
+    "soap_l_max": 4,
+    "soap_n_max": 6,
+    "soap_atom_sigma": 0.5,
+    "soap_delta": 0.2,
+    "soap_n_sparse": 300,
+    "default_sigma": [0.005, 0.1, 0.0],
+}
+
+
+def gap_config(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Every GAPConfig field of the scored GAP (and alflow-gap's): ``--gap``'s
+    ``overrides`` over today's defaults, JSON-stable."""
+    settings = GAPConfig(model="gap", **overrides)
+    return settings.model_dump(mode="json", exclude={"model", "threads"})
+
+
+def recorded_gap_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """The GAP settings a results JSON's curves were fitted with: ``meta.gap_config``,
+    or, written before it existed, ``meta.gap`` (absent before ``--gap``) over the
+    defaults of then."""
+    if "gap_config" in meta:
+        return meta["gap_config"]
+    return {**GAP_CONFIG_BEFORE, **meta.get("gap", {})}
+
+
+def gap_difference(earlier: dict[str, Any], path: Path, args: argparse.Namespace) -> str | None:
+    """The GAP settings that differ between ``earlier``'s curves and this run, if the
+    GAP shapes them (it is the scorer, or they hold alflow-gap curves), else None."""
+    if earlier["meta"].get("scorer") != "gap" and "alflow-gap" not in earlier["runs"]:
+        return None
+    theirs, ours = recorded_gap_config(earlier["meta"]), gap_config(args.gap)
+    keys = sorted(k for k in ours if theirs.get(k) != ours[k])
+    if not keys:
+        return None
+    return (
+        f"GAP settings ({path}: {', '.join(f'{k}={theirs.get(k)}' for k in keys)}; "
+        f"now: {', '.join(f'{k}={ours[k]}' for k in keys)})"
+    )
 
 
 def runs_folder(args: argparse.Namespace, name: str) -> Path:
@@ -991,6 +1035,7 @@ def main() -> None:
             scorer=args.scorer,
             test_every=args.test_every,
             gap=args.gap,
+            gap_config=gap_config(args.gap),
             threads=args.threads,
             # provenance of the reused curves: their commit, wall time and own sources
             reused=[
@@ -1040,7 +1085,7 @@ def adopt_runs(
     would be mixed into this benchmark's means.
     """
     meta = earlier["meta"]
-    theirs = {key: meta.get(key, CURVE_SETTING_BEFORE.get(key)) for key in CURVE_SETTINGS}
+    theirs = {key: meta.get(key) for key in CURVE_SETTINGS}
     theirs["scorer"] = meta.get("scorer")
     different = [
         f"{key} ({path}: {value}, now: {getattr(args, key)})"
@@ -1049,6 +1094,9 @@ def adopt_runs(
     ]
     if earlier["dataset"] != name:
         different.insert(0, f"dataset ({path}: {earlier['dataset']}, now: {name})")
+    gap = gap_difference(earlier, path, args)
+    if gap is not None:
+        different.append(gap)
     if earlier["label_kwh"] != label_kwh:
         different.append(f"label_kwh ({path}: {earlier['label_kwh']}, now: {label_kwh})")
     if different:

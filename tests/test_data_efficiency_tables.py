@@ -107,8 +107,8 @@ def test_gap_overrides_refuse_a_field_given_twice():
         data_efficiency.gap_overrides(["soap_l_max=6", "soap_l_max=8"])
 
 
-def test_reuse_refuses_curves_of_other_gap_settings(tmp_path):
-    args = data_efficiency.argparse.Namespace(
+def replay_args(tmp_path: Path, scorer: str, gap: dict) -> data_efficiency.argparse.Namespace:
+    return data_efficiency.argparse.Namespace(
         initial=10,
         batch=10,
         budget=40,
@@ -118,20 +118,48 @@ def test_reuse_refuses_curves_of_other_gap_settings(tmp_path):
         window_quantile=0.5,
         energy_quantile=0.8,
         test_every=1,
-        scorer="gap",
-        gap={"soap_l_max": 6},
+        scorer=scorer,
+        gap=gap,
         work=tmp_path,
     )
+
+
+def results_of(args, runs: dict, **meta_changes) -> dict:
     meta = {k: getattr(args, k) for k in (*data_efficiency.CURVE_SETTINGS, "scorer")}
-    meta["commit"] = "abc"
-    # written before --gap existed: no "gap" in its meta, so GAPConfig's defaults
-    earlier = {"dataset": "si", "label_kwh": 0.048, "runs": {}, "meta": dict(meta)}
-    del earlier["meta"]["gap"]
-    with pytest.raises(SystemExit, match=r"gap \(old.json: \{\}, now: \{'soap_l_max': 6\}\)"):
-        data_efficiency.adopt_runs(earlier, Path("old.json"), args, "si", 0.048)
-    same = {"dataset": "si", "label_kwh": 0.048, "runs": {"random": [[]]}, "meta": meta}
+    meta |= {"commit": "abc", **meta_changes}
+    return {"dataset": "si", "label_kwh": 0.048, "runs": runs, "meta": meta}
+
+
+def test_reuse_refuses_curves_of_other_gap_settings(tmp_path):
+    args = replay_args(tmp_path, "gap", {"soap_l_max": 6})
+    # written before --gap existed: neither gap nor gap_config in its meta, so the
+    # GAPConfig defaults of then, whose default_sigma differs from today's too
+    old = results_of(args, {"random": [[]]})
+    with pytest.raises(SystemExit) as refused:
+        data_efficiency.adopt_runs(old, Path("old.json"), args, "si", 0.048)
+    assert str(refused.value).endswith(
+        "GAP settings (old.json: default_sigma=[0.005, 0.1, 0.0], soap_l_max=4; "
+        "now: default_sigma=[0.002, 0.04, 0.0], soap_l_max=6)"
+    )
+    # written with --gap before gap_config existed: meta.gap over the old defaults
+    old_default_sigma = {"soap_l_max": 6, "default_sigma": [0.005, 0.1, 0.0]}
+    args_then = replay_args(tmp_path, "gap", old_default_sigma)
+    then = results_of(args_then, {"random": [[]]}, gap={"soap_l_max": 6})
+    data_efficiency.adopt_runs(then, Path("then.json"), args_then, "si", 0.048)
+    same = results_of(args, {"random": [[]]}, gap_config=data_efficiency.gap_config(args.gap))
     data_efficiency.adopt_runs(same, Path("new.json"), args, "si", 0.048)
     assert (tmp_path / "si_gap" / "random_0.json").is_file()
+
+
+def test_gap_settings_matter_only_to_curves_a_gap_shaped(tmp_path):
+    args = replay_args(tmp_path, "mace", {})
+    # MACE-scored, no alflow-gap: fitted before default_sigma changed, still the same
+    mace_only = results_of(args, {"random": [[]], "dpgen": [[]]})
+    data_efficiency.adopt_runs(mace_only, Path("mace.json"), args, "si", 0.048)
+    assert (tmp_path / "si" / "dpgen_0.json").is_file()
+    with_gap = results_of(args, {"random": [[]], "alflow-gap": [[]]})
+    with pytest.raises(SystemExit, match=r"GAP settings \(gap.json: default_sigma="):
+        data_efficiency.adopt_runs(with_gap, Path("gap.json"), args, "si", 0.048)
 
 
 def test_gap_settings_without_a_gap_to_set_are_refused(monkeypatch, capsys):
@@ -142,3 +170,11 @@ def test_gap_settings_without_a_gap_to_set_are_refused(monkeypatch, capsys):
     assert "--gap sets the GAP of --scorer gap or of alflow-gap" in capsys.readouterr().err
     monkeypatch.setattr(sys, "argv", [*argv, "--scorer", "gap"])
     assert data_efficiency.arguments().gap == {"soap_l_max": 6}
+
+
+def test_the_old_gap_defaults_differ_from_todays_only_in_default_sigma():
+    # results written before gap_config are resolved over GAP_CONFIG_BEFORE; another
+    # default changing would make them look fitted with settings they never had
+    today = data_efficiency.gap_config({})
+    assert {**today, "default_sigma": [0.005, 0.1, 0.0]} == data_efficiency.GAP_CONFIG_BEFORE
+    assert today["default_sigma"] != [0.005, 0.1, 0.0]
