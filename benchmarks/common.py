@@ -12,14 +12,17 @@ from typing import Any
 
 def _source_state() -> str:
     """Short commit of the checkout, with '+dirty' for uncommitted changes to the
-    package or the benchmark scripts (results written by an earlier run do not count)."""
+    package or the benchmark scripts (results written by an earlier run, and Markdown
+    being edited while a benchmark runs, do not count: neither changes its numbers)."""
     here = Path(__file__).resolve().parent
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=here).stdout
 
     commit = git("rev-parse", "--short", "HEAD").strip()
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", "../src", ".", ":!results")
+    changed = git(
+        "status", "--porcelain", "--untracked-files=no", "--", "../src", ".", ":!results", ":!*.md"
+    )
     if changed.strip():
         commit += "+dirty"
     return commit
