@@ -179,8 +179,8 @@ def arguments() -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="settings of the scored GAP and of alflow-gap's GAP, as fields of alflow's "
-        "GAPConfig (YAML values), e.g. soap_l_max=6 soap_n_max=8 'default_sigma=[0.002, "
-        "0.04, 0]'; unset fields keep GAPConfig's defaults",
+        "GAPConfig (YAML values), e.g. soap_l_max=6 soap_n_max=8, or 'default_sigma=[0.005, "
+        "0.1, 0]' (the default before 0.002 / 0.04); unset fields keep GAPConfig's defaults",
     )
     parser.add_argument("--window-quantile", type=float, default=0.5)
     parser.add_argument(
@@ -218,7 +218,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-efficiency"))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
-    if args.gap and args.scorer != "gap" and "alflow-gap" not in args.strategies:
+    uses_gap = args.scorer == "gap" or "alflow-gap" in args.strategies
+    # with --reuse, --gap may name the settings the reused alflow-gap curves were fitted with
+    if args.gap and not uses_gap and not args.reuse:
         parser.error("--gap sets the GAP of --scorer gap or of alflow-gap; neither is used")
     try:
         args.gap = gap_overrides(args.gap)
@@ -748,7 +750,7 @@ class FinishedRuns:
     def __init__(self, folder: Path, args: argparse.Namespace, label_kwh: float) -> None:
         # the scorer is not among them: each scorer has its own folder
         self.settings = {k: getattr(args, k) for k in CURVE_SETTINGS}
-        self.settings |= {"label_kwh": label_kwh}
+        self.settings |= {"label_kwh": label_kwh, "gap_config": gap_config(args.gap)}
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 

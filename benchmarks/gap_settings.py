@@ -11,7 +11,10 @@ the dataset's tests. The settings (``SETTINGS``) are alflow's defaults before
 today's default), and all changes together (the richer GAP the data-efficiency
 replays score with ``--gap``).
 
-Every fit runs in a fresh process, so the peak memory is that fit's gap_fit alone.
+Every fit runs in a fresh process, so the peak memory is that fit's gap_fit alone,
+above a floor: quippy's ``gap_fit`` launcher is a Python process that imports quippy,
+and a child's high-water mark can start at its parent's (the worker's own is kept as
+``worker_peak_gib``), so small fits all read about 0.15 GiB whatever their settings.
 
 Run ``python benchmarks/gap_settings.py``; results go to
 ``benchmarks/results/gap_settings.json`` and ``.png``.
@@ -20,7 +23,9 @@ Run ``python benchmarks/gap_settings.py``; results go to
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -121,6 +126,8 @@ def fit_and_score(
     seed: int,
 ) -> dict[str, Any]:
     """One fit, metered, in this (fresh) process: cost, peak memory and errors."""
+    # a forked child can start at its parent's high-water mark: kept to read the peak by
+    worker_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with Meter("train", "gap_fit", EnergyModel()) as meter:
         record = train_gap(frames, settings, folder, "gap", seed)
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB
@@ -128,6 +135,7 @@ def fit_and_score(
         "fit_wall_s": meter.record.wall_s,
         "fit_kwh": meter.record.energy_kwh,
         "fit_peak_gib": peak_kib / 2**20,
+        "worker_peak_gib": worker_kib / 2**20,
         **scored_errors(Path(record.path), tests),
     }
 
@@ -140,27 +148,46 @@ def run_fit(
     seed: int,
     setting: str,
     threads: int,
+    every: int,
 ) -> dict[str, Any]:
     """The fit of ``setting`` on ``labels`` random frames (``seed``) in a new process,
-    or its result from ``where`` if it finished before with the same settings (so an
-    interrupted run resumes where it stopped)."""
+    scored on every ``every``-th test frame, or its result from ``where`` if it
+    finished before with the same settings and scoring (so an interrupted run resumes
+    where it stopped)."""
     settings = GAPConfig(model="gap", threads=threads, **SETTINGS[setting])
     folder = where / f"{setting.replace(' ', '_')}_{labels}_{seed}"
     done = folder.with_suffix(".json")
+    key = {"gap_config": settings.model_dump(mode="json"), "test_every": every}
     if done.is_file():
         earlier = json.loads(done.read_text())
-        if earlier["gap_config"] == settings.model_dump(mode="json"):
+        if earlier.get("key") == key and set(earlier["result"]) >= RESULT_KEYS:
             return earlier["result"]
     frames = random_frames(pool, labels, seed)
     # a fresh process per fit: RUSAGE_CHILDREN's peak is then this fit's gap_fit alone
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as executor:
         result = executor.submit(fit_and_score, frames, tests, settings, folder, seed).result()
-    done.write_text(json.dumps({"gap_config": settings.model_dump(mode="json"), "result": result}))
+    written = done.with_suffix(".part")  # renamed into place: never a half-written result
+    written.write_text(json.dumps({"key": key, "result": result}))
+    written.rename(done)
     return result
+
+
+#: What a kept result must hold to be reused (older runs kept other fields).
+RESULT_KEYS = {
+    "fit_wall_s",
+    "fit_kwh",
+    "fit_peak_gib",
+    "worker_peak_gib",
+    "tests",
+    "eval_ms_per_frame",
+}
 
 
 def main() -> None:
     args = arguments()
+    # quippy's evaluation in the spawned workers uses as many threads as gap_fit
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    started = time.perf_counter()
     meta = run_metadata(
         threads=args.threads,
         seeds=args.seeds,
@@ -175,14 +202,26 @@ def main() -> None:
             for seed in range(args.seeds):
                 for setting in args.settings:
                     result = run_fit(
-                        pool, tests, args.work / dataset, labels, seed, setting, args.threads
+                        pool,
+                        tests,
+                        args.work / dataset,
+                        labels,
+                        seed,
+                        setting,
+                        args.threads,
+                        scored_every(dataset, args.test_every),
                     )
                     fits.append(
                         {"dataset": dataset, "labels": labels, "seed": seed, "setting": setting}
                         | result
                     )
                     print(f"[{len(fits)}/{total}] " + fit_line(fits[-1]), flush=True)
-    results = {"meta": meta, "fits": fits, "summary": summarise(fits)}
+    results = {
+        "meta": meta,
+        "wall_s": time.perf_counter() - started,
+        "fits": fits,
+        "summary": summarise(fits),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gap_settings.json").write_text(json.dumps(results, indent=1))
     report(results["summary"])
@@ -260,7 +299,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     panels = [(d, t) for d in dict.fromkeys(r["dataset"] for r in rows) for t in _tests(rows, d)]
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     counts = sorted({r["labels"] for r in rows})
-    markers = dict(zip(counts, "os^vD", strict=False))
+    markers = dict(zip(counts, itertools.cycle("os^vD"), strict=False))
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 4))
     for ax, (dataset, test) in zip(axes, panels, strict=False):
         for row in (r for r in rows if r["dataset"] == dataset):
@@ -274,15 +313,23 @@ def plot(results: dict[str, Any], path: Path) -> None:
         plain_log_ticks(ax)
         ax.set_title(f"{dataset}: {test}", fontsize=9)
     ax = axes[-1]
+    datasets = dict(zip(dict.fromkeys(r["dataset"] for r in rows), itertools.cycle("PXd*")))
     for row in rows:
         ax.scatter(
             row["labels"],
             row["fit_peak_gib"],
-            marker=markers[row["labels"]],
+            marker=datasets[row["dataset"]],
             color=f"C{settings.index(row['setting'])}",
         )
     ax.set(xlabel="frames", ylabel="gap_fit peak memory (GiB)")
-    ax.set_title("memory (all datasets)", fontsize=9)
+    ax.set_title("memory (marker: dataset)", fontsize=9)
+    ax.legend(
+        handles=[
+            plt.Line2D([], [], color="0.4", marker=m, linestyle="", label=d)
+            for d, m in datasets.items()
+        ],
+        fontsize=7,
+    )
     legend = [
         plt.Line2D([], [], color=f"C{i}", marker="o", linestyle="", label=setting)
         for i, setting in enumerate(settings)

@@ -384,6 +384,8 @@ def metadata(args: argparse.Namespace) -> dict[str, Any]:
         warm_iterations=args.warm_iterations,
         warm_seeds=args.warm_seeds,
         n_extra=args.n_extra,
+        # the GAP estimator's settings: GAPConfig's defaults, which change over time
+        gap=GAPConfig(model="gap").model_dump(mode="json", exclude={"model", "threads"}),
     )
 
 

@@ -170,6 +170,9 @@ def test_gap_settings_without_a_gap_to_set_are_refused(monkeypatch, capsys):
     assert "--gap sets the GAP of --scorer gap or of alflow-gap" in capsys.readouterr().err
     monkeypatch.setattr(sys, "argv", [*argv, "--scorer", "gap"])
     assert data_efficiency.arguments().gap == {"soap_l_max": 6}
+    # it names the settings of reused alflow-gap curves, so that they can be adopted
+    monkeypatch.setattr(sys, "argv", [*argv, "--reuse", "earlier.json"])
+    assert data_efficiency.arguments().gap == {"soap_l_max": 6}
 
 
 def test_the_old_gap_defaults_differ_from_todays_only_in_default_sigma():
@@ -178,3 +181,14 @@ def test_the_old_gap_defaults_differ_from_todays_only_in_default_sigma():
     today = data_efficiency.gap_config({})
     assert {**today, "default_sigma": [0.005, 0.1, 0.0]} == data_efficiency.GAP_CONFIG_BEFORE
     assert today["default_sigma"] != [0.005, 0.1, 0.0]
+
+
+def test_a_finished_curve_is_resumed_only_with_the_same_gap_settings(tmp_path):
+    curve = [{"labels": 10, "kwh": 0.1, "tests": {}}]
+    richer = data_efficiency.FinishedRuns(
+        tmp_path, replay_args(tmp_path, "gap", {"soap_l_max": 6}), 0.048
+    )
+    richer.put("random", 0, curve)
+    assert richer.get("random", 0, quiet=True) == curve
+    default = data_efficiency.FinishedRuns(tmp_path, replay_args(tmp_path, "gap", {}), 0.048)
+    assert default.get("random", 0, quiet=True) is None

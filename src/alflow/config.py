@@ -260,8 +260,8 @@ class GAPConfig(_Section):
         (0.002, 0.04, 0.0),
         description="Regularisation: expected errors of energies (eV/atom), forces "
         "(eV/Å) and virials (eV/atom), gap_fit's default_sigma. The default suits "
-        "converged DFT single points (on acac it gives 35 % lower force errors than "
-        "0.005 / 0.1 at the same cost, benchmarks/gap_settings.py); raise it for noisy "
+        "converged DFT single points (21-35 % lower force errors than 0.005 / 0.1 on acac, "
+        "3-6 % on Si, at the same cost: benchmarks/gap_settings.py); raise it for noisy "
         "labels.",
     )
     threads: int = Field(1, ge=1, description="OpenMP threads of gap_fit.")
