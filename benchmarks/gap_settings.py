@@ -198,6 +198,10 @@ def main() -> None:
     total = len(args.datasets) * len(args.labels) * args.seeds * len(args.settings)
     for dataset in args.datasets:
         _, pool, tests = load_dataset(dataset, scored_every(dataset, args.test_every))
+        if max(args.labels) > len(pool):
+            raise SystemExit(
+                f"--labels {max(args.labels)}: the {dataset} pool has only {len(pool)} frames"
+            )
         for labels in args.labels:
             for seed in range(args.seeds):
                 for setting in args.settings:
