@@ -609,25 +609,29 @@ class Replay:
         return np.asarray(errors)
 
     def score(self, model: str, n_labels: int) -> dict[str, Any]:
-        calc = self.calculator(model)
-        tests = {}
-        for name, frames in self.tests.items():
-            de, df = [], []
-            for frame in frames:
-                atoms = frame.to_atoms(with_labels=False)
-                atoms.calc = calc
-                df.append((atoms.get_forces() - np.asarray(frame.forces)).ravel())
-                de.append((atoms.get_potential_energy() - frame.energy) / frame.n_atoms)
-            tests[name] = {
-                "force_rmse": float(np.sqrt(np.mean(np.concatenate(df) ** 2))),
-                "energy_rmse_per_atom": float(np.sqrt(np.mean(np.square(de)))),
-            }
         return {
             "labels": n_labels,
             "ml_kwh": self.kwh,
             "kwh": self.kwh + n_labels * self.label_kwh,
-            "tests": tests,
+            "tests": scored_errors(self.calculator(model), self.tests),
         }
+
+
+def scored_errors(calc: Any, tests: dict[str, list[Frame]]) -> dict[str, dict[str, float]]:
+    """Force RMSE and per-atom energy RMSE of the ASE calculator ``calc`` on each test."""
+    errors = {}
+    for name, frames in tests.items():
+        de, df = [], []
+        for frame in frames:
+            atoms = frame.to_atoms(with_labels=False)
+            atoms.calc = calc
+            df.append((atoms.get_forces() - np.asarray(frame.forces)).ravel())
+            de.append((atoms.get_potential_energy() - frame.energy) / frame.n_atoms)
+        errors[name] = {
+            "force_rmse": float(np.sqrt(np.mean(np.concatenate(df) ** 2))),
+            "energy_rmse_per_atom": float(np.sqrt(np.mean(np.square(de)))),
+        }
+    return errors
 
 
 def whole_pool_floor(
