@@ -113,8 +113,12 @@ def row_order(row: dict[str, Any]) -> tuple:
     """Rows by dataset and test, then MACE before GAP, old GAP default before today's
     before other settings, then by budget."""
     scorer = row["scorer"]
-    rank = 0 if scorer.startswith("MACE") else 1 if "old σ" in scorer else 2
-    rank += scorer != "GAP (default)" and rank == 2
+    if scorer.startswith("MACE"):
+        rank = 0
+    elif "old σ" in scorer:
+        rank = 1
+    else:
+        rank = 2 if scorer == "GAP (default)" else 3
     return (row["dataset"], row["test"], rank, row["budget"], row["source"])
 
 

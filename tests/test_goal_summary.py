@@ -89,3 +89,13 @@ def test_ratios_next_to_the_goal_keep_a_third_decimal():
     assert goal_summary.fmt(0.5001) == "0.500"
     assert goal_summary.fmt(0.61) == "0.61"
     assert goal_summary.fmt(None) == "n.r."
+
+
+def test_rows_of_one_test_go_mace_then_gap_old_default_today_other_settings():
+    scorers = ["GAP, SOAP l6 n8 5 Å, 1000 sparse", "GAP (default)", "GAP, old σ 0.005/0.1"]
+    scorers += ["MACE, 300 steps"]
+    rows = [
+        {"dataset": "acac", "test": "t", "scorer": s, "budget": 50, "source": s} for s in scorers
+    ]
+    ordered = [r["scorer"] for r in sorted(rows, key=goal_summary.row_order)]
+    assert ordered == scorers[::-1]
