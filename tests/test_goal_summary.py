@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -19,16 +20,36 @@ goal_summary = importlib.import_module("goal_summary")
 data_efficiency = importlib.import_module("data_efficiency")
 
 
-def results(ratios: dict[str, float | None], meta: dict | None = None) -> dict:
-    strategies = {s: {"ratio_to_random": r} for s, r in {"random": 1.0, **ratios}.items()}
+LABELS = (10, 20, 30, 40)
+RANDOM = [0.4, 0.2, 0.1, 0.05]  # random's error per step: the target is 0.05
+
+
+def curve(errors: list[float]) -> list[dict]:
+    """One seed's curve as data_efficiency records it (force RMSE in eV/Å)."""
+    return [
+        {
+            "labels": n,
+            "kwh": 0.01 * n,
+            "tests": {"test": {"force_rmse": e, "energy_rmse_per_atom": e / 10}},
+        }
+        for n, e in zip(LABELS, errors, strict=True)
+    ]
+
+
+def results(errors: dict[str, list[list[float]]], meta: dict | None = None) -> dict:
+    """A results JSON from per-seed errors; its table computed as data_efficiency does."""
+    runs = {strategy: [curve(e) for e in seeds] for strategy, seeds in errors.items()}
+    curves = data_efficiency.mean_curves(runs, ["test"])
     return {
         "dataset": "si",
-        "runs": {strategy: [] for strategy in strategies},
-        "table": {
-            "test": {"target_force_rmse": 0.15, "random_labels": 40, "strategies": strategies}
-        },
+        "runs": runs,
+        "table": data_efficiency.summary_table(curves, ["test"]),
         "meta": {"scorer": "mace", "min_steps": 300, "seeds": 3, **(meta or {})},
     }
+
+
+def same_in_every_seed(**errors: list[float]) -> dict[str, list[list[float]]]:
+    return {"random": [RANDOM] * 3, **{k.replace("_", "-"): [e] * 3 for k, e in errors.items()}}
 
 
 @pytest.mark.parametrize(
@@ -49,11 +70,31 @@ def test_goal_met_counts_only_the_other_tools(ratios, met):
 
 
 def test_rows_carry_the_table_and_the_verdict():
-    (row,) = goal_summary.rows_of(results({"alflow": 0.42, "dpgen": 0.55}), "x.json")
-    assert row["ratios"] == {"random": 1.0, "alflow": 0.42, "dpgen": 0.55}
-    assert row["target_force_rmse_mev"] == pytest.approx(150)
+    # alflow reaches 0.05 at 20 labels (0.5x: on the line), then is best at 0.02
+    fast = [0.4, 0.05, 0.03, 0.02]
+    (row,) = goal_summary.rows_of(results(same_in_every_seed(alflow=fast)), "x.json")
+    assert row["ratios"]["alflow"] == pytest.approx(0.5)
+    assert row["target_force_rmse_mev"] == pytest.approx(50)
     assert (row["budget"], row["seeds"], row["goal_met"]) == (40, 3, True)
     assert row["scorer"] == "MACE, 300 steps"
+    # identical seeds: every resample is the table itself
+    assert row["intervals"]["alflow"] == pytest.approx([0.5, 0.5])
+    assert row["goal_met_share"] == 1.0
+
+
+def test_resampling_the_seeds_shows_a_ratio_that_one_seed_makes():
+    # alflow is far ahead in seed 0 only; random's error is the same in every seed
+    errors = {
+        "random": [RANDOM] * 3,
+        "alflow": [[0.4, 0.03, 0.02, 0.01], [0.4, 0.2, 0.1, 0.05], [0.4, 0.2, 0.1, 0.05]],
+        "dpgen": [[0.4, 0.15, 0.07, 0.04]] * 3,
+    }
+    (row,) = goal_summary.rows_of(results(errors), "x.json")
+    low, high = row["intervals"]["alflow"]
+    assert low < row["ratios"]["alflow"] < high
+    assert high == pytest.approx(1.0)  # resamples without seed 0: random's own curve
+    assert 0 < row["goal_met_share"] < 1
+    assert row["intervals"]["dpgen"] == pytest.approx([row["ratios"]["dpgen"]] * 2)
 
 
 def test_scorer_names_the_gap_settings():
@@ -67,10 +108,15 @@ def test_scorer_names_the_gap_settings():
 
 def test_collect_reads_every_results_file_but_random_alone(tmp_path):
     (tmp_path / "deeper").mkdir()
+    slow = [0.4, 0.3, 0.2, 0.1]  # never reaches random's 0.05
     files = {
-        "data_efficiency_si.json": results({}),
-        "deeper/data_efficiency_si_gap.json": results({"alflow": 0.7}, {"scorer": "gap"}),
-        "data_efficiency_acac.json": results({"alflow": 0.42, "soap-fps": 0.46}),
+        "data_efficiency_si.json": results({"random": [RANDOM] * 3}),
+        "deeper/data_efficiency_si_gap.json": results(
+            same_in_every_seed(alflow=slow), {"scorer": "gap"}
+        ),
+        "data_efficiency_acac.json": results(
+            same_in_every_seed(alflow=[0.4, 0.04, 0.03, 0.02], soap_fps=[0.4, 0.1, 0.04, 0.03])
+        ),
     }
     for name, content in files.items():
         (tmp_path / name).write_text(json.dumps(content))
@@ -81,8 +127,11 @@ def test_collect_reads_every_results_file_but_random_alone(tmp_path):
         "deeper/data_efficiency_si_gap.json",
     ]
     table = goal_summary.markdown(rows)
-    assert "| 0.42 | – | soap-fps 0.46 | – | met |" in table
-    assert "| 0.70 | – | – | – | not met |" in table
+    # 0.4 -> 0.04 crosses 0.05 at 10 + 10 log(8)/log(10) labels
+    alflow = goal_summary.fmt((10 + 10 * np.log(8) / np.log(10)) / 40)
+    assert f"| {alflow} ({alflow}-{alflow}) | – | soap-fps " in table
+    assert "| met (100 %) |" in table
+    assert "| n.r. (n.r.-n.r.) | – | – | – | not met (0 %) |" in table
 
 
 def test_ratios_next_to_the_goal_keep_a_third_decimal():
