@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -12,8 +13,9 @@ from typing import Any
 
 def _source_state() -> str:
     """Short commit of the checkout, with '+dirty' for uncommitted changes to the
-    package or the benchmark scripts (results written by an earlier run, and Markdown
-    being edited while a benchmark runs, do not count: neither changes its numbers)."""
+    package, the benchmark scripts or ``pyproject.toml``, new files among them included
+    (results written by an earlier run, and Markdown being edited while a benchmark
+    runs, do not count: neither changes its numbers)."""
     here = Path(__file__).resolve().parent
 
     def git(*args: str) -> str:
@@ -21,7 +23,15 @@ def _source_state() -> str:
 
     commit = git("rev-parse", "--short", "HEAD").strip()
     changed = git(
-        "status", "--porcelain", "--untracked-files=no", "--", "../src", ".", ":!results", ":!*.md"
+        "status",
+        "--porcelain",
+        "--untracked-files=normal",
+        "--",
+        "../src",
+        "../pyproject.toml",
+        ".",
+        ":!results",
+        ":!*.md",
     )
     if changed.strip():
         commit += "+dirty"
@@ -33,14 +43,34 @@ def _source_state() -> str:
 STARTED_AT = _source_state()
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a cgroup or ``taskset`` may allow fewer than
+    the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def run_metadata(**extra: Any) -> dict[str, Any]:
-    """Commit at the start of the run, date, machine and ``extra``."""
+    """Commit at the start of the run, date (UTC), machine and ``extra``."""
     return {
         "commit": STARTED_AT,
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {usable_cores()} cores",
         **extra,
     }
+
+
+def write_json(path: Path, data: Any, indent: int | None = None, **dump: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically: to a temporary file beside it,
+    then renamed over it, so that a run killed while writing leaves the previous
+    file (which may hold the only copy of reused curves) instead of a truncated one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(json.dumps(data, indent=indent, **dump))
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def save_figure(fig: Any, title: str, meta: dict[str, Any], path: Path) -> None:

@@ -88,9 +88,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import run_metadata, save_figure
+from common import STARTED_AT, run_metadata, save_figure, write_json
 
-from alflow.accounting import EnergyModel, Meter
+from alflow.accounting import EnergyModel, Meter, read_rapl_uj
 from alflow.config import GAPConfig, MACEConfig
 from alflow.frames import Frame, read_frames
 from alflow.select.policy import select_frames
@@ -226,7 +226,23 @@ def arguments() -> argparse.Namespace:
         args.gap = gap_overrides(args.gap)
     except ValueError as error:
         parser.error(str(error))
+    args.conditions = replay_conditions(args.threads, args.jobs)
     return args
+
+
+def replay_conditions(threads: int, jobs: int) -> dict[str, Any]:
+    """How each replay runs, besides the settings that shape its curve: its threads
+    (they change a model's floating-point sums) and how its energy is metered.
+
+    RAPL counts the whole package, so replays side by side (``jobs`` above 1) are
+    metered by their own CPU time; a single replay by RAPL where it is readable.
+    Curves are resumed only under the same conditions, and the results record them.
+    """
+    rapl = jobs == 1 and read_rapl_uj() is not None
+    return {
+        "threads_per_replay": threads if jobs == 1 else max(1, threads // jobs),
+        "metering": "RAPL" if rapl else "CPU-time power model",
+    }
 
 
 def gap_overrides(items: list[str]) -> dict[str, Any]:
@@ -430,6 +446,9 @@ class Replay:
         # others' energy, so they are metered by their own CPU time
         self.energy_model = EnergyModel(use_rapl=args.jobs == 1)
         self.kwh = 0.0
+        #: commits of the code that trained the models this replay used (cached ones too)
+        self.model_commits: set[str] = set()
+        self.pool_id = pool_fingerprint(pool)
         self.species = sorted({z for f in pool for z in f.numbers})
         self.periodic = all(pool[0].pbc)
 
@@ -437,9 +456,12 @@ class Replay:
         labelled = list(initial)
         curve = []
         while True:
-            # scored by GAP, the last step needs no committee: nothing is left to select
-            last = len(labelled) >= self.args.budget and self.args.scorer != "mace"
-            models = [] if last else self.train(labelled)
+            # the last step needs no committee, nothing is left to select: only the
+            # scored model (member 0 when it is MACE)
+            if len(labelled) < self.args.budget:
+                models = self.train(labelled)
+            else:
+                models = self.train(labelled, members=[0]) if self.args.scorer == "mace" else []
             scored = models[0] if self.args.scorer == "mace" else self.fit_gap(labelled)
             curve.append(self.score(scored, len(labelled)) | {"labelled": list(labelled)})
             print(
@@ -459,7 +481,7 @@ class Replay:
         """MACE models on the labelled frames: the committee for the strategies that need
         one; member 0 alone for the others when it is the scored model.
 
-        A model is determined by its frames, settings and seed, so models trained
+        A model is determined by its frames, settings and seed (``model_key``), so models trained
         before (by another strategy: every strategy of a seed starts from the same
         frames) are reused from ``<work>/models`` and their metered energy counted
         again, as if this strategy had trained them itself. ``members``: only these.
@@ -472,7 +494,7 @@ class Replay:
         else:
             count = 1 if self.args.scorer == "mace" else 0
         # the thread count is part of the key: threads change the floating-point sums
-        key = model_key(labelled, self.settings)
+        key = model_key(self.pool_id, labelled, self.settings)
         paths = []
         for member in range(count) if members is None else members:
             seed = self.seed * 100 + member
@@ -484,13 +506,19 @@ class Replay:
             paths.append(str(folder / "model.model"))
         return paths
 
+    def provenance(self) -> dict[str, Any]:
+        """The commit of this replay's code and of the code that trained its models."""
+        return {"commit": STARTED_AT, "models": sorted(self.model_commits)}
+
     def build_cached(self, name: str, fit: Callable[[Path], None]) -> Path:
         """``<work>/models/<name>``, built by ``fit`` unless an earlier run did; its
         metered energy is counted for this strategy either way."""
         folder = self.args.work / "models" / name
         if not (folder / "done.json").is_file():
             build_into(folder, fit, self.energy_model)
-        self.kwh += json.loads((folder / "done.json").read_text())["kwh"]
+        done = json.loads((folder / "done.json").read_text())
+        self.kwh += done["kwh"]
+        self.model_commits.add(done.get("commit", UNRECORDED))
         return folder
 
     def select(self, models: list[str], labelled: list[int], batch: int, scored: str) -> list[int]:
@@ -507,7 +535,7 @@ class Replay:
         if self.strategy in DESIGN:
             with Meter("select", energy_model=self.energy_model) as meter:
                 picks = design_batch(
-                    models[0], self.pool, labelled, candidates, batch, DESIGN[self.strategy]
+                    models[0], self.pool, labelled, candidates, batch, DESIGN[self.strategy], rng
                 )
             self.kwh += meter.record.energy_kwh
             return [candidates[i] for i in picks]
@@ -568,7 +596,8 @@ class Replay:
             target = private / "shallow.model"
             fit_shallow_ensemble(Path(backbone), frames, self.settings, seed, target)
 
-        folder = self.build_cached(f"shallow_{model_key(labelled, self.settings)}_{seed}", fit)
+        key = model_key(self.pool_id, labelled, self.settings)
+        folder = self.build_cached(f"shallow_{key}_{seed}", fit)
         return folder / "shallow.model"
 
     def fit_gap(self, labelled: list[int]) -> str:
@@ -581,7 +610,8 @@ class Replay:
         def fit(private: Path) -> None:
             train_gap(frames, settings, private, "gap", seed=self.seed)
 
-        folder = self.build_cached(f"gap_{model_key(labelled, settings)}", fit)
+        key = model_key(self.pool_id, labelled, settings)
+        folder = self.build_cached(f"gap_{key}_{self.seed}", fit)
         return str(folder / "gap" / "gap.xml")
 
     def calculator(self, model: str) -> Any:
@@ -652,10 +682,28 @@ def whole_pool_floor(
     return {"labels": len(pool), "tests": replay.score(model, len(pool))["tests"]}
 
 
-def model_key(labelled: list[int], settings: MACEConfig | GAPConfig) -> str:
-    """A model is determined by its frames and settings (and its seed, kept apart)."""
-    text = json.dumps([sorted(labelled), settings.model_dump()])
+def model_key(pool_id: str, labelled: list[int], settings: MACEConfig | GAPConfig) -> str:
+    """A model is determined by its pool, its frames in the order they were picked
+    (the order sets the validation split and batches), its settings and its seed
+    (kept apart, in the folder name).
+
+    Two strategies that picked the same frames in another order train two models:
+    sharing one would make a curve depend on which strategy trained first, which
+    with ``--jobs`` above 1 is up to the scheduler.
+    """
+    text = json.dumps([pool_id, list(labelled), settings.model_dump()])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pool_fingerprint(pool: list[Frame]) -> str:
+    """Content hash of a pool's structures and labels: models trained on another
+    dataset (``--work`` is shared) never match."""
+    digest = hashlib.sha256()
+    for frame in pool:
+        digest.update(frame.frame_id.encode())
+        digest.update(np.asarray([frame.energy], dtype=float).tobytes())
+        digest.update(np.asarray(frame.forces, dtype=float).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def build_into(folder: Path, fit: Callable[[Path], None], energy_model: EnergyModel) -> None:
@@ -671,7 +719,7 @@ def build_into(folder: Path, fit: Callable[[Path], None], energy_model: EnergyMo
         shutil.rmtree(folder)  # left by a run that crashed before this scheme; rename needs it gone
     with Meter("train", energy_model=energy_model) as meter:
         fit(private)
-    (private / "done.json").write_text(json.dumps({"kwh": meter.record.energy_kwh}))
+    write_json(private / "done.json", {"kwh": meter.record.energy_kwh, "commit": STARTED_AT})
     try:
         private.rename(folder)
     except OSError:  # another process finished it first
@@ -746,15 +794,21 @@ def runs_folder(args: argparse.Namespace, name: str) -> Path:
     return args.work / (name if args.scorer == "mace" else f"{name}_{args.scorer}")
 
 
+#: The commit of a curve or model saved before they were recorded.
+UNRECORDED = "unrecorded"
+
+
 class FinishedRuns:
     """Curves of finished (strategy, seed) runs, kept on disk so that an interrupted
     benchmark resumes where it stopped. A curve is reused only when every setting
-    that shapes it is the same."""
+    that shapes it, and the conditions it ran under, are the same; each keeps the
+    commit of the code that replayed it and of the code that trained its models."""
 
     def __init__(self, folder: Path, args: argparse.Namespace, label_kwh: float) -> None:
         # the scorer is not among them: each scorer has its own folder
         self.settings = {k: getattr(args, k) for k in CURVE_SETTINGS}
         self.settings |= {"label_kwh": label_kwh, "gap_config": gap_config(args.gap)}
+        self.settings |= args.conditions
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -772,9 +826,21 @@ class FinishedRuns:
             print(f"  {strategy} seed {seed}: finished earlier ({path})")
         return saved["curve"]
 
-    def put(self, strategy: str, seed: int, curve: list[dict[str, Any]]) -> None:
+    def put(
+        self,
+        strategy: str,
+        seed: int,
+        curve: list[dict[str, Any]],
+        provenance: dict[str, Any],
+    ) -> None:
+        """Save a curve with its ``provenance``: ``{"commit": ..., "models": [...]}``."""
         path = self._path(strategy, seed)
-        path.write_text(json.dumps({"settings": self.settings, "curve": curve}))
+        write_json(path, {"settings": self.settings, "curve": curve, "provenance": provenance})
+
+    def provenance(self, strategy: str, seed: int) -> dict[str, Any]:
+        """Which code replayed a saved curve and trained its models."""
+        saved = json.loads(self._path(strategy, seed).read_text())
+        return saved.get("provenance", {"commit": UNRECORDED, "models": [UNRECORDED]})
 
 
 def design_batch(
@@ -784,10 +850,12 @@ def design_batch(
     candidates: list[int],
     batch: int,
     criterion: str,
+    rng: np.random.Generator,
 ) -> list[int]:
     """Candidates (indices into ``candidates``) picked by experimental design on the
     last layer of ``model``, the posterior given the labelled frames, the label noise
-    the model's own residuals on them (as the rigidity shallow ensemble takes it)."""
+    the model's own residuals on them (as the rigidity shallow ensemble takes it);
+    topped up at random with ``rng`` (the replay's, seeded by its seed and step)."""
     from alflow.select.design import frame_precision, greedy_design, posterior_covariance
     from alflow.train.shallow import (
         last_layer_features,
@@ -817,7 +885,6 @@ def design_batch(
     chosen = [i for i, _ in picks]
     if len(chosen) < batch:  # nothing left to gain: top up at random
         rest = [i for i in range(len(candidates)) if i not in set(chosen)]
-        rng = np.random.default_rng(len(labelled))
         chosen += [int(i) for i in rng.choice(rest, batch - len(chosen), replace=False)]
     return chosen
 
@@ -871,6 +938,21 @@ def labels_to_reach(
     return None
 
 
+def labels_to_stay_below(
+    curve: list[dict[str, Any]], test: str, target: float, x: str = "labels"
+) -> float | None:
+    """Like ``labels_to_reach``, but from where the mean force RMSE reaches ``target``
+    for good: after its last point above it. A noisy curve that dips below and comes
+    back up is not credited with the dip (random sampling, the reference, is charged
+    its whole budget)."""
+    above = [i for i, point in enumerate(curve) if point[test] > target]
+    if not above:
+        return float(curve[0][x])
+    if above[-1] == len(curve) - 1:
+        return None
+    return labels_to_reach(curve[above[-1] :], test, target, x)
+
+
 def mean_curves(runs: dict[str, list[list[dict[str, Any]]]], tests: list[str]) -> dict:
     """Mean (and std) over seeds of force RMSE and kWh per label count, per strategy."""
     out: dict[str, list[dict[str, Any]]] = {}
@@ -903,10 +985,12 @@ def summary_table(curves: dict[str, list[dict[str, Any]]], tests: list[str]) -> 
         row = {}
         for strategy, curve in curves.items():
             labels = labels_to_reach(curve, test, target)
+            staying = labels_to_stay_below(curve, test, target)
             kwh = labels_to_reach(curve, test, target, x="kwh")
             row[strategy] = {
                 "labels": labels,
                 "ratio_to_random": None if labels is None else labels / budget,
+                "ratio_staying_below": None if staying is None else staying / budget,
                 "kwh": kwh,
                 "kwh_ratio_to_random": None if kwh is None else kwh / random_kwh,
             }
@@ -1010,12 +1094,17 @@ def main() -> None:
     if label_kwh is None:
         label_kwh = default_label_kwh(name, pool[0])
         measured.parent.mkdir(parents=True, exist_ok=True)
-        measured.write_text(json.dumps({"label_kwh": label_kwh}))
+        write_json(measured, {"label_kwh": label_kwh})
     print(f"{name}: pool {len(pool)} frames, tests {[len(t) for t in tests.values()]}")
     started = time.perf_counter()
     for path, results in earlier.items():
         adopt_runs(results, path, args, name, label_kwh)
     runs = replay_all(args, name, pool, tests, label_kwh)
+    finished = FinishedRuns(runs_folder(args, name), args, label_kwh)
+    curve_provenance = {
+        strategy: [finished.provenance(strategy, seed) for seed in range(args.seeds)]
+        for strategy in runs
+    }
     curves = mean_curves(runs, list(tests))
     results = {
         "dataset": name,
@@ -1043,6 +1132,10 @@ def main() -> None:
             gap=args.gap,
             gap_config=gap_config(args.gap),
             threads=args.threads,
+            jobs=args.jobs,
+            conditions=args.conditions,
+            # per curve: the commit that replayed it and those that trained its models
+            curve_provenance=curve_provenance,
             # provenance of the reused curves: their commit, wall time and own sources
             reused=[
                 {
@@ -1059,7 +1152,7 @@ def main() -> None:
     if groups is not None:
         results["picks_by_group"] = picks_by_group(runs, groups, args.initial)
     stem = f"data_efficiency_{name}" + ("" if args.scorer == "mace" else f"_{args.scorer}")
-    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    write_json(args.out / f"{stem}.json", results, indent=2)
     plot(results, list(tests), args.out / f"{stem}.png")
     if results["ratio_by_budget"]:
         plot_ratio_by_budget(results, list(tests), args.out / f"{stem}_ratio.png")
@@ -1105,13 +1198,36 @@ def adopt_runs(
         different.append(gap)
     if earlier["label_kwh"] != label_kwh:
         different.append(f"label_kwh ({path}: {earlier['label_kwh']}, now: {label_kwh})")
+    conditions = meta.get("conditions")
+    if conditions is not None and conditions != args.conditions:
+        different.append(
+            f"conditions ({path}: {conditions}, now: {args.conditions}; "
+            "--threads and --jobs set them)"
+        )
     if different:
         raise SystemExit(f"--reuse {path}: other settings: " + "; ".join(different))
+    if conditions is None:
+        print(
+            f"--reuse {path}: threads and metering not recorded (written before they were); "
+            f"its curves are taken as run like this one ({args.conditions})"
+        )
     finished = FinishedRuns(runs_folder(args, name), args, label_kwh)
+    recorded = meta.get("curve_provenance", {})
     for strategy, curves in earlier["runs"].items():
         for seed, curve in enumerate(curves):
-            if finished.get(strategy, seed, quiet=True) is None:
-                finished.put(strategy, seed, curve)
+            kept = finished.get(strategy, seed, quiet=True)
+            if kept is None:
+                provenance = recorded.get(strategy, [None] * len(curves))[seed] or {
+                    "commit": UNRECORDED,
+                    "models": [UNRECORDED],
+                }
+                finished.put(strategy, seed, curve, provenance | {"via": f"{path}"})
+            elif kept != curve:
+                print(
+                    f"  {strategy} seed {seed}: kept the curve replayed in "
+                    f"{finished.folder} (commit {finished.provenance(strategy, seed)['commit']}), "
+                    f"not {path}'s"
+                )
     print(f"reused the finished curves of {path} (commit {meta['commit']})")
 
 
@@ -1142,10 +1258,9 @@ def replay_all(
     ]
     if args.jobs == 1:
         for strategy, seed in todo:
-            curve = Replay(strategy, seed, pool, tests, args, label_kwh).run(
-                initial_frames(seed, len(pool), args.initial)
-            )
-            finished.put(strategy, seed, curve)
+            replay = Replay(strategy, seed, pool, tests, args, label_kwh)
+            curve = replay.run(initial_frames(seed, len(pool), args.initial))
+            finished.put(strategy, seed, curve, replay.provenance())
     elif todo:
         run_in_workers(args, label_kwh, todo)
     runs: dict[str, list[list[dict[str, Any]]]] = {s: [] for s in args.strategies}
@@ -1165,7 +1280,7 @@ def run_in_workers(args: argparse.Namespace, label_kwh: float, todo: list[tuple[
     from concurrent.futures import ProcessPoolExecutor
 
     worker_args = argparse.Namespace(**vars(args))
-    worker_args.threads = max(1, args.threads // args.jobs)
+    worker_args.threads = args.conditions["threads_per_replay"]
     os.environ["OMP_NUM_THREADS"] = str(worker_args.threads)  # inherited by the workers
     # MACE models of the first step: the committee if a strategy needs one, else
     # member 0 when it is the scored model, else none
@@ -1209,10 +1324,11 @@ def _train_initial_member(args: argparse.Namespace, seed: int, member: int) -> N
 
 def _replay_in_worker(args: argparse.Namespace, label_kwh: float, strategy: str, seed: int) -> None:
     name, pool, tests = _worker_dataset(args)
-    curve = Replay(strategy, seed, pool, tests, args, label_kwh).run(
-        initial_frames(seed, len(pool), args.initial)
+    replay = Replay(strategy, seed, pool, tests, args, label_kwh)
+    curve = replay.run(initial_frames(seed, len(pool), args.initial))
+    FinishedRuns(runs_folder(args, name), args, label_kwh).put(
+        strategy, seed, curve, replay.provenance()
     )
-    FinishedRuns(runs_folder(args, name), args, label_kwh).put(strategy, seed, curve)
 
 
 def plot(results: dict[str, Any], tests: list[str], path: Path) -> None:

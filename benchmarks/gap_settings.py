@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import run_metadata, save_figure
+from common import run_metadata, save_figure, write_json
 from data_efficiency import load_dataset, plain_log_ticks, scored_errors
 
 from alflow.accounting import EnergyModel, Meter
@@ -155,7 +155,7 @@ def run_fit(
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as executor:
         result = executor.submit(fit_and_score, frames, tests, settings, folder, seed).result()
     written = done.with_suffix(".part")  # renamed into place: never a half-written result
-    written.write_text(json.dumps({"key": key, "result": result}))
+    write_json(written, {"key": key, "result": result})
     written.rename(done)
     return result
 
@@ -215,7 +215,7 @@ def main() -> None:
         "summary": summarise(fits),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gap_settings.json").write_text(json.dumps(results, indent=1))
+    write_json(args.out / "gap_settings.json", results, indent=1)
     report(results["summary"])
     plot(results, args.out / "gap_settings.png")
 

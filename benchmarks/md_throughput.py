@@ -16,14 +16,13 @@ Run ``python benchmarks/md_throughput.py``; results go to
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import run_metadata, save_figure
+from common import run_metadata, save_figure, write_json
 
 from alflow.config import ExploreConfig, MACEConfig
 from alflow.explore.md import run_md
@@ -123,7 +122,7 @@ def main() -> None:
         for name, rate in rates.items():
             print(f"  {name:34s} {rate:7.1f} steps/s  ({plain / rate:4.2f}x the cost of plain MD)")
     results["meta"] = run_metadata(threads=args.threads, record_every=args.record_every)
-    (args.out / "md_throughput.json").write_text(json.dumps(results, indent=2))
+    write_json(args.out / "md_throughput.json", results, indent=2)
     plot(results, args.out / "md_throughput.png")
 
 

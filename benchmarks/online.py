@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 from ase.build import bulk
 from ase.io import write
-from common import copper_campaign, run_metadata, save_figure
+from common import copper_campaign, run_metadata, save_figure, write_json
 from jobflow import run_locally
 
 from alflow.campaign import campaign_flow
@@ -205,7 +205,7 @@ def run(
             }
         )
         print(f"  {loop} seed {seed}: {points[-1]}", flush=True)
-    cache.write_text(json.dumps({"settings": fingerprint, "points": points}))
+    write_json(cache, {"settings": fingerprint, "points": points})
     return points
 
 
@@ -270,7 +270,7 @@ def main() -> None:
         "comparison": comparison,
         "meta": run_metadata(**{k: v for k, v in vars(args).items() if k not in ("work", "out")}),
     }
-    (args.out / "online.json").write_text(json.dumps(results, indent=2, default=str))
+    write_json(args.out / "online.json", results, indent=2, default=str)
     plot(results, args.out / "online.png")
     for case, rows in comparison.items():
         print(f"\n{case}:")

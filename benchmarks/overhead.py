@@ -16,7 +16,6 @@ Run ``python benchmarks/overhead.py`` (about 5 minutes on 2 cores); results go t
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 from ase.build import bulk
 from ase.io import write
-from common import copper_campaign, run_metadata, save_figure
+from common import copper_campaign, run_metadata, save_figure, write_json
 from jobflow import run_locally
 
 from alflow.campaign import campaign_flow
@@ -126,7 +125,7 @@ def main() -> None:
             iterations=args.iterations, epochs=args.epochs, steps=args.steps, atoms=32
         ),
     }
-    (args.out / "overhead.json").write_text(json.dumps(results, indent=2))
+    write_json(args.out / "overhead.json", results, indent=2)
     plot(results, args.out / "overhead.png")
     report(results)
 

@@ -17,14 +17,13 @@ Run ``python benchmarks/selection.py``; results go to
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import run_metadata, save_figure
+from common import run_metadata, save_figure, write_json
 
 from alflow.select.policy import select_frames
 from alflow.select.soap import SOAPDescriptor, SOAPSettings, score_candidates
@@ -119,7 +118,7 @@ def main() -> None:
         "largest_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20,
     }
     results["meta"] = run_metadata(jobs=args.jobs)
-    (args.out / "selection.json").write_text(json.dumps(results, indent=1))
+    write_json(args.out / "selection.json", results, indent=1)
     plot(results, args.out / "selection.png")
     for name in ("window", "all_in_window"):
         if name in results:

@@ -18,13 +18,12 @@ Run ``python benchmarks/train_startup.py``; results go to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import run_metadata, save_figure
+from common import run_metadata, save_figure, write_json
 
 from alflow.accounting import Meter
 from alflow.config import MACEConfig
@@ -112,7 +111,7 @@ def main() -> None:
     results["meta"] = run_metadata(
         **{k: v for k, v in vars(args).items() if k not in ("work", "out")}
     )
-    (args.out / "train_startup.json").write_text(json.dumps(results, indent=2))
+    write_json(args.out / "train_startup.json", results, indent=2)
     plot(results, args.out / "train_startup.png")
     for case, row in results["summary"].items():
         print(

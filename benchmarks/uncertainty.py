@@ -32,7 +32,6 @@ to ``benchmarks/results/uncertainty.json`` and ``uncertainty.png``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 import warnings
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import run_metadata, save_figure
+from common import run_metadata, save_figure, write_json
 
 from alflow.accounting import Meter
 from alflow.config import GAPConfig, MACEConfig
@@ -174,7 +173,7 @@ def main() -> None:
     )
     results["curves"] = curves  # what the figure shows, so that it can be checked
     results["meta"] = metadata(args)
-    (args.out / "uncertainty.json").write_text(json.dumps(results, indent=2))
+    write_json(args.out / "uncertainty.json", results, indent=2)
     plot(results, curves, args.out / "uncertainty.png")
     report(results)
 

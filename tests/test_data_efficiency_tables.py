@@ -7,9 +7,11 @@ small hand-made curves (the replay itself is the benchmark, not a test).
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -33,6 +35,17 @@ def test_labels_to_reach_interpolates_in_log_error():
     assert data_efficiency.labels_to_reach(CURVES["better"], "test", 0.2) == pytest.approx(15)
     assert data_efficiency.labels_to_reach(CURVES["better"], "test", 0.1) == pytest.approx(20)
     assert data_efficiency.labels_to_reach(CURVES["worse"], "test", 0.2) is None
+
+
+def test_labels_to_stay_below_skip_a_dip_that_comes_back_up():
+    dipping = curve([0.4, 0.08, 0.12, 0.05], labels=(10, 20, 30, 40))
+    assert data_efficiency.labels_to_reach(dipping, "test", 0.1) < 20
+    # from between 30 and 40 labels for good: 0.12 -> 0.05 crosses 0.1 at log(1.2)/log(2.4)
+    staying = 30 + 10 * np.log(1.2) / np.log(2.4)
+    assert data_efficiency.labels_to_stay_below(dipping, "test", 0.1) == pytest.approx(staying)
+    assert data_efficiency.labels_to_stay_below(CURVES["better"], "test", 0.2) == pytest.approx(15)
+    assert data_efficiency.labels_to_stay_below(CURVES["worse"], "test", 0.2) is None
+    assert data_efficiency.labels_to_stay_below(CURVES["better"], "test", 0.5) == 10
 
 
 def test_ratio_by_budget_at_each_of_randoms_budgets():
@@ -121,6 +134,7 @@ def replay_args(tmp_path: Path, scorer: str, gap: dict) -> data_efficiency.argpa
         scorer=scorer,
         gap=gap,
         work=tmp_path,
+        conditions={"threads_per_replay": 1, "metering": "CPU-time power model"},
     )
 
 
@@ -188,7 +202,89 @@ def test_a_finished_curve_is_resumed_only_with_the_same_gap_settings(tmp_path):
     richer = data_efficiency.FinishedRuns(
         tmp_path, replay_args(tmp_path, "gap", {"soap_l_max": 6}), 0.048
     )
-    richer.put("random", 0, curve)
+    richer.put("random", 0, curve, {"commit": "abc", "models": ["abc"]})
     assert richer.get("random", 0, quiet=True) == curve
     default = data_efficiency.FinishedRuns(tmp_path, replay_args(tmp_path, "gap", {}), 0.048)
     assert default.get("random", 0, quiet=True) is None
+
+
+def test_a_finished_curve_is_resumed_only_under_the_same_conditions(tmp_path):
+    # threads change the models and the metering changes the kWh: never mixed
+    curve = [{"labels": 10, "kwh": 0.1, "tests": {}}]
+    one_thread = replay_args(tmp_path, "gap", {})
+    data_efficiency.FinishedRuns(tmp_path, one_thread, 0.048).put(
+        "random", 0, curve, {"commit": "abc", "models": ["def"]}
+    )
+    same = data_efficiency.FinishedRuns(tmp_path, one_thread, 0.048)
+    assert same.get("random", 0, quiet=True) == curve
+    assert same.provenance("random", 0) == {"commit": "abc", "models": ["def"]}
+    two_threads = replay_args(tmp_path, "gap", {})
+    two_threads.conditions = {"threads_per_replay": 2, "metering": "RAPL"}
+    assert data_efficiency.FinishedRuns(tmp_path, two_threads, 0.048).get("random", 0) is None
+
+
+def test_reuse_refuses_other_conditions_and_carries_the_curves_provenance(tmp_path, capsys):
+    args = replay_args(tmp_path, "gap", {})
+    gap_config = data_efficiency.gap_config({})
+    other = {"threads_per_replay": 2, "metering": "RAPL"}
+    elsewhere = results_of(args, {"random": [[]]}, gap_config=gap_config, conditions=other)
+    with pytest.raises(SystemExit, match=r"conditions \(a.json: .*'threads_per_replay': 2"):
+        data_efficiency.adopt_runs(elsewhere, Path("a.json"), args, "si", 0.048)
+    provenance = {"random": [{"commit": "1234567", "models": ["7654321"]}]}
+    same = results_of(
+        args,
+        {"random": [[{"labels": 10}]], "dpgen": [[{"labels": 10}]]},
+        gap_config=gap_config,
+        conditions=args.conditions,
+        curve_provenance=provenance,
+    )
+    data_efficiency.adopt_runs(same, Path("b.json"), args, "si", 0.048)
+    finished = data_efficiency.FinishedRuns(tmp_path / "si_gap", args, 0.048)
+    assert finished.provenance("random", 0) == {
+        "commit": "1234567",
+        "models": ["7654321"],
+        "via": "b.json",
+    }
+    # a file from before provenance was recorded: said so, not made up
+    assert finished.provenance("dpgen", 0)["commit"] == data_efficiency.UNRECORDED
+    # one without conditions is taken, with a note that they were not recorded
+    older = results_of(args, {"soap-fps": [[]]}, gap_config=gap_config)
+    data_efficiency.adopt_runs(older, Path("c.json"), args, "si", 0.048)
+    assert "c.json: threads and metering not recorded" in capsys.readouterr().out
+
+
+def test_a_model_is_keyed_on_its_pool_its_frames_in_order_and_its_settings():
+    settings = data_efficiency.MACEConfig(epochs=30, min_steps=300, threads=1)
+    key = data_efficiency.model_key("pool-a", [3, 1, 2], settings)
+    assert key == data_efficiency.model_key("pool-a", [3, 1, 2], settings)
+    # the order sets the validation split and the batches: another model
+    assert key != data_efficiency.model_key("pool-a", [1, 2, 3], settings)
+    assert key != data_efficiency.model_key("pool-b", [3, 1, 2], settings)
+    threads = data_efficiency.MACEConfig(epochs=30, min_steps=300, threads=2)
+    assert key != data_efficiency.model_key("pool-a", [3, 1, 2], threads)
+
+
+def test_the_pool_fingerprint_sees_structures_and_labels():
+    from ase.build import bulk
+
+    from alflow.frames import Frame
+
+    atoms = bulk("Cu", cubic=True)
+    frames = [Frame.from_atoms(atoms, energy=-1.0, forces=[[0.0] * 3] * len(atoms))]
+    relabelled = [Frame.from_atoms(atoms, energy=-1.5, forces=[[0.0] * 3] * len(atoms))]
+    atoms.positions[0, 0] += 0.1
+    moved = [Frame.from_atoms(atoms, energy=-1.0, forces=[[0.0] * 3] * len(atoms))]
+    fingerprint = data_efficiency.pool_fingerprint(frames)
+    assert fingerprint == data_efficiency.pool_fingerprint(list(frames))
+    assert fingerprint != data_efficiency.pool_fingerprint(relabelled)
+    assert fingerprint != data_efficiency.pool_fingerprint(moved)
+
+
+def test_results_are_written_whole_or_not_at_all(tmp_path):
+    common = importlib.import_module("common")
+    path = tmp_path / "results.json"
+    common.write_json(path, {"curves": [1, 2]})
+    with pytest.raises(TypeError):  # not serialisable: fails halfway through the dump
+        common.write_json(path, {"curves": [1, 2], "oops": object()})
+    assert json.loads(path.read_text()) == {"curves": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no partial file left

@@ -58,11 +58,16 @@ def same_in_every_seed(**errors: list[float]) -> dict[str, list[list[float]]]:
         ({"alflow": 0.42, "dpgen": 0.55, "soap-fps": 0.46}, True),
         ({"alflow": 0.45, "dpgen": 0.44}, False),  # another tool needs fewer
         ({"alflow": 0.5001, "dpgen": None}, False),  # on the line is not under it
-        ({"alflow": 0.40, "soap-fps": None}, True),  # not reaching counts as above
+        ({"alflow": 0.40, "dpgen": 0.6, "soap-fps": None}, True),  # not reaching: above
+        ({"alflow": 0.40, "soap-fps": 0.6}, None),  # dpgen not run: no verdict
+        ({"alflow": 0.60, "soap-fps": 0.7}, False),  # ... unless it fails anyway
         ({"alflow": None, "dpgen": 0.9}, False),
         ({"alflow-gap": 0.3, "soap-fps": 0.8}, None),  # alflow not run: no verdict
         # alflow's own variants and the oracle are not competitors
-        ({"alflow": 0.45, "alflow-shallow": 0.39, "oracle": 0.3}, True),
+        (
+            {"alflow": 0.45, "dpgen": 0.5, "soap-fps": 0.5, "alflow-shallow": 0.39, "oracle": 0.3},
+            True,
+        ),
     ],
 )
 def test_goal_met_counts_only_the_other_tools(ratios, met):
@@ -72,7 +77,8 @@ def test_goal_met_counts_only_the_other_tools(ratios, met):
 def test_rows_carry_the_table_and_the_verdict():
     # alflow reaches 0.05 at 20 labels (0.5x: on the line), then is best at 0.02
     fast = [0.4, 0.05, 0.03, 0.02]
-    (row,) = goal_summary.rows_of(results(same_in_every_seed(alflow=fast)), "x.json")
+    others = {"dpgen": [0.4, 0.1, 0.05, 0.04], "soap_fps": [0.4, 0.2, 0.1, 0.05]}
+    (row,) = goal_summary.rows_of(results(same_in_every_seed(alflow=fast, **others)), "x.json")
     assert row["ratios"]["alflow"] == pytest.approx(0.5)
     assert row["target_force_rmse_mev"] == pytest.approx(50)
     assert (row["budget"], row["seeds"], row["goal_met"]) == (40, 3, True)
@@ -80,6 +86,32 @@ def test_rows_carry_the_table_and_the_verdict():
     # identical seeds: every resample is the table itself
     assert row["intervals"]["alflow"] == pytest.approx([0.5, 0.5])
     assert row["goal_met_share"] == 1.0
+    assert row["missing_tools"] == []
+
+
+def test_a_curve_that_comes_back_above_randoms_error_is_not_credited_with_the_dip():
+    # alflow dips below random's 0.05 at 20 labels, is above it again at 30
+    dipping = [0.4, 0.04, 0.06, 0.045]
+    others = {"dpgen": [0.4, 0.1, 0.07, 0.06], "soap_fps": [0.4, 0.2, 0.1, 0.06]}
+    data = results(same_in_every_seed(alflow=dipping, **others))
+    (row,) = goal_summary.rows_of(data, "x.json")
+    assert row["ratios"]["alflow"] < 0.5
+    assert row["goal_met"] is True
+    # for good only from between 30 and 40 labels
+    assert 0.75 < row["ratios_staying_below"]["alflow"] < 1.0
+    assert row["goal_met_staying_below"] is False
+    assert row["goal_met_staying_below_share"] == 0.0
+    assert row["ratios_staying_below"]["random"] == 1.0
+    note = goal_summary.markdown([row]).splitlines()[-1]
+    assert note.startswith("Curves that reach random's error and come back above it: x.json")
+    assert "alflow (0.4" in note
+
+
+def test_a_row_missing_another_tool_gets_no_verdict_when_alflow_beats_the_rest():
+    errors = same_in_every_seed(alflow=[0.4, 0.04, 0.03, 0.02], soap_fps=[0.4, 0.1, 0.04, 0.03])
+    (row,) = goal_summary.rows_of(results(errors), "x.json")
+    assert (row["goal_met"], row["missing_tools"], row["goal_met_share"]) == (None, ["dpgen"], 1.0)
+    assert "| no verdict: dpgen not run (100 %) |" in goal_summary.markdown([row])
 
 
 def test_resampling_the_seeds_shows_a_ratio_that_one_seed_makes():
@@ -108,20 +140,32 @@ def test_scorer_names_the_gap_settings():
 
 def test_collect_reads_every_results_file_but_random_alone(tmp_path):
     (tmp_path / "deeper").mkdir()
+    (tmp_path / "alone").mkdir()
     slow = [0.4, 0.3, 0.2, 0.1]  # never reaches random's 0.05
     files = {
         "data_efficiency_si.json": results({"random": [RANDOM] * 3}),
+        # no random sampling to compare with (data_efficiency writes no table then)
+        "alone/data_efficiency_si.json": {
+            "dataset": "si",
+            "runs": {"alflow": [curve(RANDOM)]},
+            "table": {},
+            "meta": {"scorer": "mace", "seeds": 1},
+        },
         "deeper/data_efficiency_si_gap.json": results(
             same_in_every_seed(alflow=slow), {"scorer": "gap"}
         ),
         "data_efficiency_acac.json": results(
-            same_in_every_seed(alflow=[0.4, 0.04, 0.03, 0.02], soap_fps=[0.4, 0.1, 0.04, 0.03])
+            same_in_every_seed(
+                alflow=[0.4, 0.04, 0.03, 0.02],
+                soap_fps=[0.4, 0.1, 0.04, 0.03],
+                dpgen=[0.4, 0.1, 0.04, 0.03],
+            )
         ),
     }
     for name, content in files.items():
         (tmp_path / name).write_text(json.dumps(content))
     rows = goal_summary.collect(tmp_path)
-    # MACE before GAP; the random-only file gives no row
+    # MACE before GAP; the files with random alone or without random give no row
     assert [r["source"] for r in rows] == [
         "data_efficiency_acac.json",
         "deeper/data_efficiency_si_gap.json",
@@ -129,9 +173,10 @@ def test_collect_reads_every_results_file_but_random_alone(tmp_path):
     table = goal_summary.markdown(rows)
     # 0.4 -> 0.04 crosses 0.05 at 10 + 10 log(8)/log(10) labels
     alflow = goal_summary.fmt((10 + 10 * np.log(8) / np.log(10)) / 40)
-    assert f"| {alflow} ({alflow}-{alflow}) | – | soap-fps " in table
-    assert "| met (100 %) |" in table
-    assert "| n.r. (n.r.-n.r.) | – | – | – | not met (0 %) |" in table
+    assert f"| {alflow} ({alflow}-{alflow}) | – | " in table
+    assert "| met (100 %) | met (100 %) |" in table
+    assert "| n.r. (n.r.-n.r.) | – | – | – | not met (0 %) | not met (0 %) |" in table
+    assert table.endswith("both measures agree.")
 
 
 def test_ratios_next_to_the_goal_keep_a_third_decimal():
