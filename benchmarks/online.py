@@ -1,17 +1,19 @@
 """Online active learning on a cheap real oracle: alflow's loop vs a DP-GEN-style loop.
 
-Both loops are real alflow campaigns (MACE committee of 4, MD exploration on the
-committee mean, EMT labels for fcc copper, the
-embedded store, the same window, caps and iterations). They differ where the tools
-differ:
+Both loops are real alflow campaigns (MACE committee of 4, MD exploration, EMT
+labels for fcc copper, the embedded store, the same window, caps and iterations).
+They differ where the tools differ:
 
 ``dpgen``
     DP-GEN's loop: every iteration retrains the committee from scratch for a fixed
-    number of optimiser steps, and labels random frames inside the trust window;
+    number of optimiser steps, runs the MD on member 0 with the other members
+    evaluated only at recorded frames (``explore.committee_forces: first``, as
+    DP-GEN's LAMMPS runs do), and labels random frames inside the trust window;
 ``alflow``
     alflow's loop: iteration 0 as above, then every member continues from its own
     previous weights for ``--warm-epochs`` of the ``--epochs``
-    (``train.warm_start_epochs``), selection is window → SOAP novelty →
+    (``train.warm_start_epochs``), the MD runs on the committee mean (the
+    default), selection is window → SOAP novelty →
     farthest-point sampling seeded with the training set, and the MD is biased
     towards high committee energy uncertainty (``explore.bias_depth``,
     ``--bias-depth``; 0 gives plain MD as in the DP-GEN-style loop);
@@ -47,6 +49,7 @@ results go to ``benchmarks/results/online.json`` and ``online.png``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -55,7 +58,7 @@ from typing import Any
 import numpy as np
 from ase.build import bulk
 from ase.io import write
-from common import copper_campaign, run_metadata, save_figure, write_json
+from common import STARTED_AT, copper_campaign, run_metadata, save_figure, write_json
 from jobflow import run_locally
 
 from alflow.campaign import campaign_flow
@@ -157,29 +160,46 @@ def campaign(
         bootstrap={"n_frames": 8, "rattle_std": 0.05, "strain": 0.02},
         validation="held_out.xyz",
         train=train,
-        explore={"bias_depth": args.bias_depth, "bias_width": args.bias_width}
-        if loop in BIASED
-        else None,
+        explore=explore_settings(loop, args),
         stop={"max_iterations": args.iterations + args.extra_iterations, "force_rmse": target}
         if alflow
         else None,
     )
 
 
+def explore_settings(loop: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """MD settings of a loop beyond the shared ones: the DP-GEN-style loop integrates
+    committee member 0 and evaluates the others only at recorded frames, as DP-GEN's
+    LAMMPS runs do; the biased alflow loops add the energy-uncertainty bias."""
+    if loop == "dpgen":
+        return {"committee_forces": "first"}
+    if loop in BIASED:
+        return {"bias_depth": args.bias_depth, "bias_width": args.bias_width}
+    return None
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def run(
     folder: Path, loop: str, seed: int, args: argparse.Namespace, target: float | None = None
-) -> list[dict]:
-    """One campaign; per iteration: labels, validation force RMSE, cumulative metered kWh.
+) -> tuple[list[dict], dict[str, str]]:
+    """One campaign; per iteration: labels, validation force RMSE, cumulative metered kWh;
+    and its provenance (commit and date of the run that produced it).
 
-    A campaign that finished earlier with the same settings is read back instead of
-    rerun (``<work>/<name>.points.json``), so an interrupted benchmark resumes.
+    A campaign that finished earlier with the same settings and input files is read
+    back instead of rerun (``<work>/<name>.points.json``), so an interrupted benchmark
+    resumes.
     """
     settings = campaign(folder, loop, seed, args, target)
     cache = folder / f"{settings.name}.points.json"
-    fingerprint = settings.model_dump_json()
+    inputs = {name: file_hash(folder / name) for name in ("cu.xyz", "held_out.xyz")}
+    fingerprint = [settings.model_dump_json(), inputs]
     if cache.is_file() and json.loads(cache.read_text())["settings"] == fingerprint:
         print(f"  {loop} seed {seed}: finished earlier ({cache})")
-        return json.loads(cache.read_text())["points"]
+        saved = json.loads(cache.read_text())
+        return saved["points"], saved["provenance"]
     shutil.rmtree(settings.campaign_dir(), ignore_errors=True)
     paths = CampaignPaths(settings.campaign_dir())
     save_campaign(paths, settings)
@@ -188,8 +208,10 @@ def run(
     state = latest_state(store, settings.name)
     points: list[dict] = []
     kwh = 0.0
+    failed = 0
     stages: dict[str, float] = {}
     for record in state.history:
+        failed += record.labels_failed
         for stage, meter in record.compute.items():
             if stage != "total":
                 stages[stage] = stages.get(stage, 0.0) + meter.energy_kwh
@@ -199,24 +221,28 @@ def run(
             {
                 "iteration": record.iteration,
                 "labels": record.labels_total,
+                # a failed label costs its DFT time too
+                "labels_sent": record.labels_total + failed,
                 "force_rmse": record.validation.force_rmse if record.validation else None,
                 "kwh": kwh,
                 "kwh_by_stage": dict(stages),
             }
         )
         print(f"  {loop} seed {seed}: {points[-1]}", flush=True)
-    write_json(cache, {"settings": fingerprint, "points": points})
-    return points
+    provenance = {"commit": STARTED_AT, "date": run_metadata()["date"]}
+    write_json(cache, {"settings": fingerprint, "points": points, "provenance": provenance})
+    return points, provenance
 
 
 def kwh_to_reach(points: list[dict], target: float, label_kwh: float) -> float | None:
     """Cumulative kWh at the first iteration whose validation error is ≤ target.
 
-    ``label_kwh`` is added for every label (a nominal DFT cost; EMT's own is metered).
+    ``label_kwh`` is added for every frame sent to the labeller, failed ones included
+    (a nominal DFT cost; EMT's own is metered).
     """
     for point in points:
         if point["force_rmse"] is not None and point["force_rmse"] <= target:
-            return point["kwh"] + point["labels"] * label_kwh
+            return point["kwh"] + point.get("labels_sent", point["labels"]) * label_kwh
     return None
 
 
@@ -256,11 +282,13 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--loops: unknown {sorted(unknown)}; choose from {', '.join(LOOPS)}")
     runs: dict[str, list[list[dict]]] = {loop: [] for loop in loops}
+    provenance: dict[str, list[dict[str, str]]] = {loop: [] for loop in loops}
     for seed in range(args.seeds):
-        runs["dpgen"].append(run(args.work, "dpgen", seed, args))
-        target = runs["dpgen"][-1][-1]["force_rmse"]
-        for loop in loops[1:]:
-            runs[loop].append(run(args.work, loop, seed, args, target))
+        for loop in loops:
+            target = None if loop == "dpgen" else runs["dpgen"][-1][-1]["force_rmse"]
+            points, made = run(args.work, loop, seed, args, target)
+            runs[loop].append(points)
+            provenance[loop].append(made)
     comparison = {
         "metered (EMT labels)": compare(runs, 0.0),
         f"labels at {args.label_kwh} kWh each": compare(runs, args.label_kwh),
@@ -268,8 +296,15 @@ def main() -> None:
     results = {
         "runs": runs,
         "comparison": comparison,
-        "meta": run_metadata(**{k: v for k, v in vars(args).items() if k not in ("work", "out")}),
+        "meta": run_metadata(
+            **{k: v for k, v in vars(args).items() if k not in ("work", "out")},
+            # per loop and seed, the run that produced it (cached campaigns keep theirs)
+            provenance=provenance,
+        ),
     }
+    commits = {made["commit"] for seeds in provenance.values() for made in seeds}
+    if len(commits) > 1:
+        print(f"note: the campaigns come from {len(commits)} commits: {sorted(commits)}")
     write_json(args.out / "online.json", results, indent=2, default=str)
     plot(results, args.out / "online.png")
     for case, rows in comparison.items():
