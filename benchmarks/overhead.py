@@ -9,7 +9,7 @@ training, MD and labelling is the overhead: selection, validation, and the workf
 itself (building the Flow, resolving references, writing outputs, the dataset and
 the state to the store). The three are reported apart.
 
-Run ``python benchmarks/overhead.py`` (about 15 minutes on 2 cores); results go to
+Run ``python benchmarks/overhead.py`` (about 25 minutes on 2 cores); results go to
 ``benchmarks/results/overhead.json`` and ``overhead.png``.
 """
 
