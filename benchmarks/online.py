@@ -31,7 +31,12 @@ They differ where the tools differ:
 
 The held-out set is EMT MD at ``--test-temperature`` (hotter than the exploration),
 never trained on. Every iteration records its validation force RMSE and its
-metered compute (training, MD, selection, labels, validation). The DP-GEN-style
+metered compute (training, MD, selection, labels, validation). A campaign also
+calibrates its uncertainty and decides when to stop on its held-out set, so errors
+on it flatter the loops that stop on it; the verdict is therefore also given on a
+second, independent EMT trajectory at the same temperature (``--verdict-frames``),
+which no loop ever sees: every iteration's models are scored on it after the run
+(unmetered: it is the benchmark's measurement, not the loop's work). The DP-GEN-style
 loop runs ``--iterations`` (DP-GEN v1 has no convergence test); its final error is
 the target. Each alflow loop then runs as a user would run it: with
 ``stop.force_rmse`` at that target, so it stops once it gets there, for at most
@@ -95,6 +100,9 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument("--bias-width", type=float, default=0.005, help="eV/atom")
     parser.add_argument("--test-temperature", type=float, default=1200.0)
+    parser.add_argument(
+        "--verdict-frames", type=int, default=50, help="frames of the independent verdict set"
+    )
     parser.add_argument("--label-kwh", type=float, default=0.012, help="nominal DFT kWh per label")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-online"))
@@ -105,8 +113,12 @@ def arguments() -> argparse.Namespace:
     return args
 
 
-def held_out_frames(path: Path, temperature: float, n: int = 20) -> None:
-    """EMT Langevin MD of a 32-atom fcc Cu cell; every 40th step is kept (with labels)."""
+def held_out_frames(path: Path, temperature: float, n: int = 20, trajectory: int = 0) -> None:
+    """EMT Langevin MD of a 32-atom fcc Cu cell; every 40th step is kept (with labels).
+
+    ``trajectory`` seeds the velocities and the thermostat: 0 is the campaigns'
+    held-out set, 1 the independent verdict set.
+    """
     from ase import units
     from ase.calculators.emt import EMT
     from ase.calculators.singlepoint import SinglePointCalculator
@@ -115,9 +127,11 @@ def held_out_frames(path: Path, temperature: float, n: int = 20) -> None:
 
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
     atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(0))
+    rng = np.random.default_rng(2 * trajectory)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    thermostat = np.random.default_rng(2 * trajectory + 1)
     dynamics = Langevin(
-        atoms, 2 * units.fs, temperature_K=temperature, friction=0.02, rng=np.random.default_rng(1)
+        atoms, 2 * units.fs, temperature_K=temperature, friction=0.02, rng=thermostat
     )
     frames = []
     for _ in range(n):
@@ -235,27 +249,65 @@ def run(
     return points, provenance
 
 
-def kwh_to_reach(points: list[dict], target: float, label_kwh: float) -> float | None:
-    """Cumulative kWh at the first iteration whose validation error is ≤ target.
+def verdict_errors(folder: Path, settings: Campaign, verdict: Path) -> list[float | None]:
+    """Force RMSE of every iteration's models on the verdict frames, in the order of
+    the campaign's history (None where an iteration trained no models).
+
+    Kept in ``<work>/<name>.verdict.json`` for the campaign and verdict set it was
+    computed for, so that a resumed benchmark does not score them again.
+    """
+    from alflow.frames import read_frames
+    from alflow.uncertainty import make_estimator
+    from alflow.validate import validate_estimator
+
+    cache = folder / f"{settings.name}.verdict.json"
+    key = [file_hash(folder / f"{settings.name}.points.json"), file_hash(verdict)]
+    if cache.is_file() and json.loads(cache.read_text())["key"] == key:
+        return json.loads(cache.read_text())["force_rmse"]
+    state = latest_state(embedded_store(CampaignPaths(settings.campaign_dir()).root), settings.name)
+    frames = read_frames(verdict)
+    errors: list[float | None] = []
+    for record in state.history:
+        if not record.models:
+            errors.append(None)
+            continue
+        metrics, *_ = validate_estimator(make_estimator(record.models), frames)
+        errors.append(metrics.force_rmse)
+    write_json(cache, {"key": key, "force_rmse": errors})
+    return errors
+
+
+def kwh_to_reach(
+    points: list[dict], target: float, label_kwh: float, error: str = "force_rmse"
+) -> float | None:
+    """Cumulative kWh at the first iteration whose ``error`` (the held-out set's
+    ``force_rmse`` or the verdict set's ``verdict_force_rmse``) is ≤ target.
 
     ``label_kwh`` is added for every frame sent to the labeller, failed ones included
     (a nominal DFT cost; EMT's own is metered).
     """
     for point in points:
-        if point["force_rmse"] is not None and point["force_rmse"] <= target:
-            return point["kwh"] + point.get("labels_sent", point["labels"]) * label_kwh
+        if point.get(error) is not None and point[error] <= target:
+            return total_kwh(point, label_kwh)
     return None
 
 
-def compare(runs: dict[str, list[list[dict]]], label_kwh: float) -> list[dict[str, Any]]:
-    """Per seed and alflow loop: kWh to reach the error the DP-GEN-style loop ends with,
-    and its ratio to the DP-GEN-style loop's."""
+def total_kwh(point: dict, label_kwh: float) -> float:
+    """Cumulative metered kWh at ``point`` plus ``label_kwh`` per frame sent to the labeller."""
+    return point["kwh"] + point.get("labels_sent", point["labels"]) * label_kwh
+
+
+def compare(
+    runs: dict[str, list[list[dict]]], label_kwh: float, error: str = "force_rmse"
+) -> list[dict[str, Any]]:
+    """Per seed and alflow loop: kWh to reach the ``error`` the DP-GEN-style loop ends
+    with, and its ratio to the DP-GEN-style loop's."""
     rows = []
     for seed, dpgen_points in enumerate(runs["dpgen"]):
-        target = dpgen_points[-1]["force_rmse"]
-        dpgen = kwh_to_reach(dpgen_points, target, label_kwh)
+        target = dpgen_points[-1][error]
+        dpgen = kwh_to_reach(dpgen_points, target, label_kwh, error)
         for loop in (name for name in runs if name != "dpgen"):
-            alflow = kwh_to_reach(runs[loop][seed], target, label_kwh)
+            alflow = kwh_to_reach(runs[loop][seed], target, label_kwh, error)
             rows.append(
                 {
                     "seed": seed,
@@ -270,12 +322,37 @@ def compare(runs: dict[str, list[list[dict]]], label_kwh: float) -> list[dict[st
     return rows
 
 
+def at_the_end(runs: dict[str, list[list[dict]]], label_kwh: float) -> list[dict[str, Any]]:
+    """Per seed and alflow loop: verdict error and kWh of the whole run, against the
+    DP-GEN-style loop's: the comparison that holds where an alflow loop stopped on its
+    held-out set before reaching the DP-GEN-style loop's verdict error."""
+    rows = []
+    for seed, dpgen_points in enumerate(runs["dpgen"]):
+        dpgen = dpgen_points[-1]
+        for loop in (name for name in runs if name != "dpgen"):
+            alflow = runs[loop][seed][-1]
+            rows.append(
+                {
+                    "seed": seed,
+                    "loop": loop,
+                    "label_kwh": label_kwh,
+                    "dpgen_verdict_force_rmse": dpgen["verdict_force_rmse"],
+                    "alflow_verdict_force_rmse": alflow["verdict_force_rmse"],
+                    "error_ratio": alflow["verdict_force_rmse"] / dpgen["verdict_force_rmse"],
+                    "kwh_ratio": total_kwh(alflow, label_kwh) / total_kwh(dpgen, label_kwh),
+                }
+            )
+    return rows
+
+
 def main() -> None:
     args = arguments()
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     write(args.work / "cu.xyz", bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2))
     held_out_frames(args.work / "held_out.xyz", args.test_temperature)
+    verdict = args.work / "verdict.xyz"
+    held_out_frames(verdict, args.test_temperature, args.verdict_frames, trajectory=1)
     # seed by seed, the loops side by side, so that they see the same machine state;
     # the DP-GEN-style loop first, since its final error is the alflow loops' target
     loops = ["dpgen", *(name for name in LOOPS[1:] if name in args.loops.split(","))]
@@ -288,15 +365,24 @@ def main() -> None:
         for loop in loops:
             target = None if loop == "dpgen" else runs["dpgen"][-1][-1]["force_rmse"]
             points, made = run(args.work, loop, seed, args, target)
+            settings = campaign(args.work, loop, seed, args, target)
+            errors = verdict_errors(args.work, settings, verdict)
+            for point, error in zip(points, errors, strict=True):
+                point["verdict_force_rmse"] = error
             runs[loop].append(points)
             provenance[loop].append(made)
+    dft = f"labels at {args.label_kwh} kWh each"
     comparison = {
         "metered (EMT labels)": compare(runs, 0.0),
-        f"labels at {args.label_kwh} kWh each": compare(runs, args.label_kwh),
+        dft: compare(runs, args.label_kwh),
+        "verdict set, metered (EMT labels)": compare(runs, 0.0, "verdict_force_rmse"),
+        f"verdict set, {dft}": compare(runs, args.label_kwh, "verdict_force_rmse"),
     }
+    end = {"metered (EMT labels)": at_the_end(runs, 0.0), dft: at_the_end(runs, args.label_kwh)}
     results = {
         "runs": runs,
         "comparison": comparison,
+        "at_the_end": end,
         "meta": run_metadata(
             **{k: v for k, v in vars(args).items() if k not in ("work", "out")},
             # per loop and seed, the run that produced it (cached campaigns keep theirs)
@@ -319,6 +405,15 @@ def main() -> None:
                 f"dpgen {row['dpgen_kwh']:.4f} kWh, alflow "
                 f"{'-' if alflow is None else f'{alflow:.4f}'} kWh ({ratio})"
             )
+    for case, rows in end.items():
+        print(f"\nwhole runs on the verdict set, {case}:")
+        for row in rows:
+            print(
+                f"  seed {row['seed']}, {row['loop']}: verdict force RMSE "
+                f"{row['alflow_verdict_force_rmse'] * 1000:.1f} vs dpgen "
+                f"{row['dpgen_verdict_force_rmse'] * 1000:.1f} meV/Å "
+                f"({row['error_ratio']:.2f}x) for {row['kwh_ratio']:.2f}x the kWh"
+            )
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -328,32 +423,44 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     label_kwh = results["meta"]["label_kwh"]
-    fig, axes = plt.subplots(1, 4, figsize=(21, 4.2))
+    fig, grid = plt.subplots(2, 3, figsize=(17, 8.4))
+    axes = [*grid[0], grid[1, 0], grid[1, 1], grid[1, 2]]
     colours = {
         "dpgen": "tab:orange",
         "alflow": "tab:blue",
         "alflow-shallow": "tab:green",
         "alflow-shallow-bias": "tab:red",
     }
+    # top row: the held-out set the loops calibrate and stop on; bottom: the verdict set
     for strategy, seeds in results["runs"].items():
         for i, points in enumerate(seeds):
-            valid = [p for p in points if p["force_rmse"] is not None]
-            errors = [1000 * p["force_rmse"] for p in valid]
-            label = strategy if i == 0 else None
-            style = {"c": colours[strategy], "label": label}
-            axes[0].plot([p["labels"] for p in valid], errors, "o-", **style)
-            axes[1].plot([p["kwh"] for p in valid], errors, "o-", **style)
-            dft = [p["kwh"] + p["labels"] * label_kwh for p in valid]
-            axes[2].plot(dft, errors, "o-", **style)
+            style = {"c": colours[strategy], "label": strategy if i == 0 else None}
+            for error, panels in (("force_rmse", axes[:3]), ("verdict_force_rmse", axes[3:5])):
+                valid = [p for p in points if p.get(error) is not None]
+                errors = [1000 * p[error] for p in valid]
+                x = [
+                    [p["labels"] for p in valid],
+                    [p["kwh"] for p in valid],
+                    [total_kwh(p, label_kwh) for p in valid],
+                ]
+                for ax, values in zip(panels, x if error == "force_rmse" else x[1:], strict=True):
+                    ax.plot(values, errors, "o-", **style)
     for points in results["runs"]["dpgen"]:
         for ax in axes[:3]:
             ax.axhline(1000 * points[-1]["force_rmse"], c="grey", ls=":", lw=0.8)
+        if points[-1].get("verdict_force_rmse") is not None:
+            for ax in axes[3:5]:
+                ax.axhline(1000 * points[-1]["verdict_force_rmse"], c="grey", ls=":", lw=0.8)
+    metered = "cumulative metered kWh (EMT labels)"
+    priced = f"cumulative kWh, labels at {label_kwh} kWh each (DFT-like)"
     axes[0].set(xlabel="labels", ylabel="held-out force RMSE (meV/Å; dotted: targets)")
-    axes[1].set(xlabel="cumulative metered kWh (EMT labels)")
-    axes[2].set(xlabel=f"cumulative kWh, labels at {label_kwh} kWh each (DFT-like)")
-    for ax in axes[:3]:
+    axes[1].set(xlabel=metered, title="held-out set (the loops calibrate and stop on it)")
+    axes[2].set(xlabel=priced)
+    axes[3].set(xlabel=metered, ylabel="verdict-set force RMSE (meV/Å; dotted: targets)")
+    axes[4].set(xlabel=priced, title="independent verdict set (never seen by a loop)")
+    for ax in axes[:5]:
         ax.set_yscale("log")
-        ax.legend()
+        ax.legend(fontsize=7)
     # where the metered energy went, mean over seeds at the last iteration
     stages = sorted(
         {s for seeds in results["runs"].values() for p in seeds for s in p[-1]["kwh_by_stage"]}
@@ -366,13 +473,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 for seeds in results["runs"].values()
             ]
         )
-        axes[3].bar(list(results["runs"]), values, bottom=bottom, label=stage)
+        axes[5].bar(list(results["runs"]), values, bottom=bottom, label=stage)
         bottom += values
-    axes[3].set(
+    axes[5].set(
         ylabel="metered kWh of the whole run (mean over seeds)",
         title="by stage (alflow loops stop at the target)",
     )
-    axes[3].legend(fontsize=7)
+    axes[5].tick_params(axis="x", labelsize=7)
+    axes[5].legend(fontsize=7)
     meta = results["meta"]
     save_figure(fig, "online AL on Cu/EMT", meta, path)
 

@@ -8,6 +8,7 @@ import importlib
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -46,3 +47,39 @@ def test_reaching_the_target_prices_every_frame_sent_to_the_labeller():
     # results written before failed labels were counted price the good ones
     (old,) = [{k: v for k, v in points[1].items() if k != "labels_sent"}]
     assert online.kwh_to_reach([old], 0.05, 0.01) == pytest.approx(0.002 + 12 * 0.01)
+
+
+def test_the_verdict_set_is_an_independent_trajectory_and_the_held_out_set_is_unchanged(tmp_path):
+    online.held_out_frames(tmp_path / "a.xyz", 1200.0, n=3)
+    online.held_out_frames(tmp_path / "b.xyz", 1200.0, n=3)
+    online.held_out_frames(tmp_path / "verdict.xyz", 1200.0, n=3, trajectory=1)
+    from ase.io import read
+
+    held_out, verdict = (read(tmp_path / name, ":") for name in ("a.xyz", "verdict.xyz"))
+    # campaign caches are keyed on the held-out file's content: it must not drift
+    assert online.file_hash(tmp_path / "a.xyz") == online.file_hash(tmp_path / "b.xyz")
+    assert len(verdict) == 3
+    for h, v in zip(held_out, verdict, strict=True):
+        assert not np.allclose(h.positions, v.positions, atol=1e-3)
+        assert v.get_forces().shape == (32, 3)
+
+
+def test_the_verdict_compares_on_the_verdict_errors_and_over_the_whole_runs():
+    dpgen = [
+        {"labels": 8, "force_rmse": 0.09, "verdict_force_rmse": 0.10, "kwh": 0.010},
+        {"labels": 14, "force_rmse": 0.05, "verdict_force_rmse": 0.06, "kwh": 0.040},
+    ]
+    # stops on its held-out set (0.05) before its verdict error reaches dpgen's 0.06
+    alflow = [
+        {"labels": 8, "force_rmse": 0.08, "verdict_force_rmse": 0.09, "kwh": 0.005},
+        {"labels": 12, "force_rmse": 0.05, "verdict_force_rmse": 0.066, "kwh": 0.010},
+    ]
+    runs = {"dpgen": [dpgen], "alflow-shallow": [alflow]}
+    (held_out,) = online.compare(runs, 0.0)
+    assert held_out["ratio"] == pytest.approx(0.25)
+    (verdict,) = online.compare(runs, 0.0, "verdict_force_rmse")
+    assert verdict["target_force_rmse"] == pytest.approx(0.06)
+    assert verdict["ratio"] is None
+    (end,) = online.at_the_end(runs, 0.001)
+    assert end["error_ratio"] == pytest.approx(1.1)
+    assert end["kwh_ratio"] == pytest.approx((0.010 + 0.012) / (0.040 + 0.014))
