@@ -34,14 +34,15 @@ never trained on. Every iteration records its validation force RMSE and its
 metered compute (training, MD, selection, labels, validation). A campaign also
 calibrates its uncertainty and decides when to stop on its held-out set, so errors
 on it flatter the loops that stop on it; the verdict is therefore also given on a
-second, independent EMT trajectory at the same temperature (``--verdict-frames``),
-which no loop ever sees: every iteration's models are scored on it after the run
-(unmetered: it is the benchmark's measurement, not the loop's work). The DP-GEN-style
-loop runs ``--iterations`` (DP-GEN v1 has no convergence test); its final error is
-the target. Each alflow loop then runs as a user would run it: with
-``stop.force_rmse`` at that target, so it stops once it gets there, for at most
-``--extra-iterations`` more iterations than the DP-GEN-style loop. The total energy
-to first reach the target is compared.
+set of independent EMT trajectories made the same way (``--verdict-trajectories``
+of 20 frames each, so that it samples what the held-out set samples, heating up
+from the lattice included), which no loop ever sees: every iteration's models are
+scored on it after the run (unmetered: it is the benchmark's measurement, not the
+loop's work). The DP-GEN-style loop runs ``--iterations`` (DP-GEN v1 has no
+convergence test); its final error is the target. Each alflow loop then runs as a
+user would run it: with ``stop.force_rmse`` at that target, so it stops once it gets
+there, for at most ``--extra-iterations`` more iterations than the DP-GEN-style
+loop. The total energy to first reach the target is compared.
 
 EMT costs almost nothing, so its labels do not weigh. The comparison is also made
 as if every label had cost ``--label-kwh`` (a DFT single point; default 0.012 kWh,
@@ -58,7 +59,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase.build import bulk
@@ -70,6 +71,9 @@ from alflow.campaign import campaign_flow
 from alflow.config import Campaign
 from alflow.query import latest_state
 from alflow.store import CampaignPaths, embedded_store, save_campaign
+
+if TYPE_CHECKING:
+    from ase import Atoms
 
 HERE = Path(__file__).resolve().parent
 LOOPS = ("dpgen", "alflow", "alflow-shallow", "alflow-shallow-bias")
@@ -101,7 +105,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--bias-width", type=float, default=0.005, help="eV/atom")
     parser.add_argument("--test-temperature", type=float, default=1200.0)
     parser.add_argument(
-        "--verdict-frames", type=int, default=50, help="frames of the independent verdict set"
+        "--verdict-trajectories",
+        type=int,
+        default=3,
+        help="trajectories of 20 frames in the independent verdict set",
     )
     parser.add_argument("--label-kwh", type=float, default=0.012, help="nominal DFT kWh per label")
     parser.add_argument("--threads", type=int, default=2)
@@ -113,12 +120,9 @@ def arguments() -> argparse.Namespace:
     return args
 
 
-def held_out_frames(path: Path, temperature: float, n: int = 20, trajectory: int = 0) -> None:
-    """EMT Langevin MD of a 32-atom fcc Cu cell; every 40th step is kept (with labels).
-
-    ``trajectory`` seeds the velocities and the thermostat: 0 is the campaigns'
-    held-out set, 1 the independent verdict set.
-    """
+def md_frames(temperature: float, trajectory: int = 0, n: int = 20) -> list[Atoms]:
+    """EMT Langevin MD of a 32-atom fcc Cu cell from the lattice; every 40th step is
+    kept (with labels). ``trajectory`` seeds the velocities and the thermostat."""
     from ase import units
     from ase.calculators.emt import EMT
     from ase.calculators.singlepoint import SinglePointCalculator
@@ -141,7 +145,17 @@ def held_out_frames(path: Path, temperature: float, n: int = 20, trajectory: int
             frame, energy=atoms.get_potential_energy(), forces=atoms.get_forces()
         )
         frames.append(frame)
-    write(path, frames)
+    return frames
+
+
+def held_out_frames(path: Path, temperature: float) -> None:
+    """The campaigns' held-out set: trajectory 0."""
+    write(path, md_frames(temperature))
+
+
+def verdict_frames(path: Path, temperature: float, trajectories: int) -> None:
+    """The verdict set: trajectories 1, 2, ..., made as the held-out set is."""
+    write(path, [f for t in range(1, trajectories + 1) for f in md_frames(temperature, t)])
 
 
 def campaign(
@@ -215,6 +229,9 @@ def run(
         print(f"  {loop} seed {seed}: finished earlier ({cache})")
         saved = json.loads(cache.read_text())
         return saved["points"], saved["provenance"]
+    # the caches describe the campaign about to be replaced: a crash must not leave them
+    cache.unlink(missing_ok=True)
+    (folder / f"{settings.name}.verdict.json").unlink(missing_ok=True)
     shutil.rmtree(settings.campaign_dir(), ignore_errors=True)
     paths = CampaignPaths(settings.campaign_dir())
     save_campaign(paths, settings)
@@ -249,30 +266,33 @@ def run(
     return points, provenance
 
 
-def verdict_errors(folder: Path, settings: Campaign, verdict: Path) -> list[float | None]:
-    """Force RMSE of every iteration's models on the verdict frames, in the order of
-    the campaign's history (None where an iteration trained no models).
+def verdict_errors(folder: Path, settings: Campaign, points: list[dict], verdict: Path) -> list:
+    """Force RMSE of every iteration's models on the verdict frames, one per point.
 
     Kept in ``<work>/<name>.verdict.json`` for the campaign and verdict set it was
-    computed for, so that a resumed benchmark does not score them again.
+    computed for, so that a resumed benchmark does not score them again. The
+    campaign's store must hold the run that ``points`` describe: checked iteration by
+    iteration against its labels and held-out error.
     """
     from alflow.frames import read_frames
-    from alflow.uncertainty import make_estimator
-    from alflow.validate import validate_estimator
+    from alflow.validate import iteration_errors
 
     cache = folder / f"{settings.name}.verdict.json"
     key = [file_hash(folder / f"{settings.name}.points.json"), file_hash(verdict)]
     if cache.is_file() and json.loads(cache.read_text())["key"] == key:
         return json.loads(cache.read_text())["force_rmse"]
     state = latest_state(embedded_store(CampaignPaths(settings.campaign_dir()).root), settings.name)
-    frames = read_frames(verdict)
-    errors: list[float | None] = []
-    for record in state.history:
-        if not record.models:
-            errors.append(None)
-            continue
-        metrics, *_ = validate_estimator(make_estimator(record.models), frames)
-        errors.append(metrics.force_rmse)
+    stored = [
+        (r.iteration, r.labels_total, r.validation.force_rmse if r.validation else None)
+        for r in state.history
+    ]
+    if stored != [(p["iteration"], p["labels"], p["force_rmse"]) for p in points]:
+        raise RuntimeError(
+            f"{settings.campaign_dir()} does not hold the run of {settings.name}.points.json; "
+            "delete both to rerun the campaign"
+        )
+    metrics = iteration_errors(state.history, read_frames(verdict))
+    errors = [None if m is None else m.force_rmse for m in metrics]
     write_json(cache, {"key": key, "force_rmse": errors})
     return errors
 
@@ -304,10 +324,12 @@ def compare(
     with, and its ratio to the DP-GEN-style loop's."""
     rows = []
     for seed, dpgen_points in enumerate(runs["dpgen"]):
-        target = dpgen_points[-1][error]
-        dpgen = kwh_to_reach(dpgen_points, target, label_kwh, error)
+        target = dpgen_points[-1].get(error)
+        dpgen = None if target is None else kwh_to_reach(dpgen_points, target, label_kwh, error)
         for loop in (name for name in runs if name != "dpgen"):
-            alflow = kwh_to_reach(runs[loop][seed], target, label_kwh, error)
+            alflow = (
+                None if target is None else kwh_to_reach(runs[loop][seed], target, label_kwh, error)
+            )
             rows.append(
                 {
                     "seed": seed,
@@ -331,14 +353,15 @@ def at_the_end(runs: dict[str, list[list[dict]]], label_kwh: float) -> list[dict
         dpgen = dpgen_points[-1]
         for loop in (name for name in runs if name != "dpgen"):
             alflow = runs[loop][seed][-1]
+            errors = (alflow.get("verdict_force_rmse"), dpgen.get("verdict_force_rmse"))
             rows.append(
                 {
                     "seed": seed,
                     "loop": loop,
                     "label_kwh": label_kwh,
-                    "dpgen_verdict_force_rmse": dpgen["verdict_force_rmse"],
-                    "alflow_verdict_force_rmse": alflow["verdict_force_rmse"],
-                    "error_ratio": alflow["verdict_force_rmse"] / dpgen["verdict_force_rmse"],
+                    "dpgen_verdict_force_rmse": errors[1],
+                    "alflow_verdict_force_rmse": errors[0],
+                    "error_ratio": None if None in errors else errors[0] / errors[1],
                     "kwh_ratio": total_kwh(alflow, label_kwh) / total_kwh(dpgen, label_kwh),
                 }
             )
@@ -352,7 +375,7 @@ def main() -> None:
     write(args.work / "cu.xyz", bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2))
     held_out_frames(args.work / "held_out.xyz", args.test_temperature)
     verdict = args.work / "verdict.xyz"
-    held_out_frames(verdict, args.test_temperature, args.verdict_frames, trajectory=1)
+    verdict_frames(verdict, args.test_temperature, args.verdict_trajectories)
     # seed by seed, the loops side by side, so that they see the same machine state;
     # the DP-GEN-style loop first, since its final error is the alflow loops' target
     loops = ["dpgen", *(name for name in LOOPS[1:] if name in args.loops.split(","))]
@@ -366,7 +389,7 @@ def main() -> None:
             target = None if loop == "dpgen" else runs["dpgen"][-1][-1]["force_rmse"]
             points, made = run(args.work, loop, seed, args, target)
             settings = campaign(args.work, loop, seed, args, target)
-            errors = verdict_errors(args.work, settings, verdict)
+            errors = verdict_errors(args.work, settings, points, verdict)
             for point, error in zip(points, errors, strict=True):
                 point["verdict_force_rmse"] = error
             runs[loop].append(points)
@@ -394,25 +417,34 @@ def main() -> None:
         print(f"note: the campaigns come from {len(commits)} commits: {sorted(commits)}")
     write_json(args.out / "online.json", results, indent=2, default=str)
     plot(results, args.out / "online.png")
+    report(comparison, end)
+
+
+def shown(value: float | None, spec: str, scale: float = 1.0, none: str = "-") -> str:
+    """``value * scale`` formatted with ``spec``, or ``none`` where there is no value."""
+    return none if value is None else format(value * scale, spec)
+
+
+def report(comparison: dict[str, list[dict]], end: dict[str, list[dict]]) -> None:
+    """Print the comparisons: kWh to reach the targets, then the whole runs."""
     for case, rows in comparison.items():
         print(f"\n{case}:")
         for row in rows:
-            ratio = "not reached" if row["ratio"] is None else f"{row['ratio']:.2f}x"
-            alflow = row["alflow_kwh"]
             print(
                 f"  seed {row['seed']}, {row['loop']}: "
-                f"to reach {row['target_force_rmse'] * 1000:.0f} meV/Å, "
-                f"dpgen {row['dpgen_kwh']:.4f} kWh, alflow "
-                f"{'-' if alflow is None else f'{alflow:.4f}'} kWh ({ratio})"
+                f"to reach {shown(row['target_force_rmse'], '.1f', 1000)} meV/Å, "
+                f"dpgen {shown(row['dpgen_kwh'], '.4f')} kWh, "
+                f"alflow {shown(row['alflow_kwh'], '.4f')} kWh "
+                f"({shown(row['ratio'], '.2f', none='not reached')}x)"
             )
     for case, rows in end.items():
         print(f"\nwhole runs on the verdict set, {case}:")
         for row in rows:
             print(
                 f"  seed {row['seed']}, {row['loop']}: verdict force RMSE "
-                f"{row['alflow_verdict_force_rmse'] * 1000:.1f} vs dpgen "
-                f"{row['dpgen_verdict_force_rmse'] * 1000:.1f} meV/Å "
-                f"({row['error_ratio']:.2f}x) for {row['kwh_ratio']:.2f}x the kWh"
+                f"{shown(row['alflow_verdict_force_rmse'], '.1f', 1000)} vs dpgen "
+                f"{shown(row['dpgen_verdict_force_rmse'], '.1f', 1000)} meV/Å "
+                f"({shown(row['error_ratio'], '.2f')}x) for {row['kwh_ratio']:.2f}x the kWh"
             )
 
 

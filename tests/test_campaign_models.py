@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from alflow.cli import main
+from alflow.frames import read_frames
 from alflow.query import dataset, latest_state
 from alflow.store import embedded_store
 from alflow.train.records import ModelRecord, file_sha256
 from alflow.uncertainty import make_estimator
 from alflow.uncertainty.frame_error import expected_max_error
+from alflow.validate import iteration_errors
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +86,15 @@ def explored_frames_use_the_calibrated_scale(state, data) -> None:
         )
 
 
+def rescoring_gives_what_validation_gave(state, validation: Path) -> None:
+    """Scored again after the run (as benchmarks/online.py scores its verdict set),
+    each iteration's own models give the errors its validation recorded."""
+    scored = iteration_errors(state.history, read_frames(validation))
+    for record, metrics in zip(state.history, scored, strict=True):
+        assert metrics.force_rmse == pytest.approx(record.validation.force_rmse, rel=1e-9)
+        assert metrics.n_frames == 30
+
+
 def test_gap_campaign_calibrates_its_variance(tmp_path, copper_files):
     train = "  model: gap\n  soap_n_sparse: 60\n  threads: 2"
     state, data = run_campaign(tmp_path, copper_files, "cu-gap", train)
@@ -98,6 +109,7 @@ def test_gap_campaign_calibrates_its_variance(tmp_path, copper_files):
         assert record.calibration.scale > 3
     assert state.uncertainty_scale == state.history[-1].calibration.scale
     explored_frames_use_the_calibrated_scale(state, data)
+    rescoring_gives_what_validation_gave(state, copper_files["validation"])
 
 
 def test_shallow_ensemble_campaign_with_warm_start(tmp_path, copper_files):
@@ -120,3 +132,4 @@ def test_shallow_ensemble_campaign_with_warm_start(tmp_path, copper_files):
         assert len(record.validation and record.member_force_rmse) == 4
         previous = model
     explored_frames_use_the_calibrated_scale(state, data)
+    rescoring_gives_what_validation_gave(state, copper_files["validation"])

@@ -49,19 +49,47 @@ def test_reaching_the_target_prices_every_frame_sent_to_the_labeller():
     assert online.kwh_to_reach([old], 0.05, 0.01) == pytest.approx(0.002 + 12 * 0.01)
 
 
-def test_the_verdict_set_is_an_independent_trajectory_and_the_held_out_set_is_unchanged(tmp_path):
-    online.held_out_frames(tmp_path / "a.xyz", 1200.0, n=3)
-    online.held_out_frames(tmp_path / "b.xyz", 1200.0, n=3)
-    online.held_out_frames(tmp_path / "verdict.xyz", 1200.0, n=3, trajectory=1)
+def the_held_out_recipe_of_the_cached_campaigns(n: int):
+    """The held-out set as the runs in results/online_dpgen_first made it (until 30827c6)."""
+    from ase import units
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    atoms.calc = EMT()
+    MaxwellBoltzmannDistribution(atoms, temperature_K=1200, rng=np.random.default_rng(0))
+    dynamics = Langevin(
+        atoms, 2 * units.fs, temperature_K=1200, friction=0.02, rng=np.random.default_rng(1)
+    )
+    positions = []
+    for _ in range(n):
+        dynamics.run(40)
+        positions.append(atoms.get_positions())
+    return positions
+
+
+def test_the_held_out_set_is_unchanged_and_the_verdict_set_is_made_alike_but_apart(tmp_path):
     from ase.io import read
 
-    held_out, verdict = (read(tmp_path / name, ":") for name in ("a.xyz", "verdict.xyz"))
     # campaign caches are keyed on the held-out file's content: it must not drift
-    assert online.file_hash(tmp_path / "a.xyz") == online.file_hash(tmp_path / "b.xyz")
-    assert len(verdict) == 3
-    for h, v in zip(held_out, verdict, strict=True):
-        assert not np.allclose(h.positions, v.positions, atol=1e-3)
-        assert v.get_forces().shape == (32, 3)
+    online.held_out_frames(tmp_path / "held_out.xyz", 1200.0)
+    held_out = read(tmp_path / "held_out.xyz", ":")
+    assert len(held_out) == 20
+    for frame, positions in zip(
+        held_out[:3], the_held_out_recipe_of_the_cached_campaigns(3), strict=True
+    ):
+        np.testing.assert_allclose(frame.positions, positions, atol=1e-6)
+    online.verdict_frames(tmp_path / "verdict.xyz", 1200.0, trajectories=2)
+    verdict = read(tmp_path / "verdict.xyz", ":")
+    assert len(verdict) == 40
+    for k, frame in enumerate(held_out):
+        # the same 20 stages of heating from the lattice, along other trajectories
+        for other in (verdict[k], verdict[20 + k]):
+            assert not np.allclose(frame.positions, other.positions, atol=1e-3)
+            assert other.get_forces().shape == (32, 3)
+    assert not np.allclose(verdict[5].positions, verdict[25].positions, atol=1e-3)
 
 
 def test_the_verdict_compares_on_the_verdict_errors_and_over_the_whole_runs():
@@ -83,3 +111,15 @@ def test_the_verdict_compares_on_the_verdict_errors_and_over_the_whole_runs():
     (end,) = online.at_the_end(runs, 0.001)
     assert end["error_ratio"] == pytest.approx(1.1)
     assert end["kwh_ratio"] == pytest.approx((0.010 + 0.012) / (0.040 + 0.014))
+    # two of alflow's labels failed: paid for all the same
+    alflow[-1]["labels_sent"] = 14
+    (end,) = online.at_the_end(runs, 0.001)
+    assert end["kwh_ratio"] == pytest.approx((0.010 + 0.014) / (0.040 + 0.014))
+    # an iteration without models has no verdict error: no ratio, no crash
+    alflow[-1]["verdict_force_rmse"] = None
+    (end,) = online.at_the_end(runs, 0.001)
+    assert end["error_ratio"] is None
+    dpgen[-1]["verdict_force_rmse"] = None
+    (verdict,) = online.compare(runs, 0.0, "verdict_force_rmse")
+    assert verdict["ratio"] is None and verdict["dpgen_kwh"] is None
+    online.report({"verdict": [verdict]}, {"whole": [end]})

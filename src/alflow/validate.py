@@ -31,6 +31,7 @@ from alflow.uncertainty.frame_error import expected_max_error
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from alflow.state import IterationRecord
     from alflow.uncertainty.base import UncertaintyCalculator
 
 
@@ -127,6 +128,28 @@ def validate_estimator(
         for s, z in zip(sigma, symbols, strict=True)
     ]
     return metrics, member_rmse, calibration, calibrated_deviation
+
+
+def iteration_errors(
+    history: Sequence[IterationRecord], frames: Sequence[Frame]
+) -> list[ErrorMetrics | None]:
+    """Errors of every iteration's models on labelled ``frames``, in history's order.
+
+    None where an iteration trained no models.
+
+    Scores a campaign's progress on frames it never saw: its own held-out set also
+    calibrates the uncertainty and decides when to stop, so its errors there are not
+    an independent test. The prediction is the one validation scores (committee or
+    shallow-ensemble mean).
+    """
+    errors: list[ErrorMetrics | None] = []
+    for record in history:
+        if not record.models:
+            errors.append(None)
+            continue
+        metrics, *_ = validate_estimator(make_estimator(record.models), frames)
+        errors.append(metrics)
+    return errors
 
 
 def _rmse(predicted: np.ndarray, reference: np.ndarray) -> float:
