@@ -435,7 +435,7 @@ def report(comparison: dict[str, list[dict]], end: dict[str, list[dict]]) -> Non
                 f"to reach {shown(row['target_force_rmse'], '.1f', 1000)} meV/Å, "
                 f"dpgen {shown(row['dpgen_kwh'], '.4f')} kWh, "
                 f"alflow {shown(row['alflow_kwh'], '.4f')} kWh "
-                f"({shown(row['ratio'], '.2f', none='not reached')}x)"
+                f"({'not reached' if row['ratio'] is None else shown(row['ratio'], '.2f') + 'x'})"
             )
     for case, rows in end.items():
         print(f"\nwhole runs on the verdict set, {case}:")
