@@ -117,6 +117,11 @@ def arguments() -> argparse.Namespace:
     args = parser.parse_args()
     if args.extra_iterations < 0:
         parser.error(f"--extra-iterations must be ≥ 0, got {args.extra_iterations}")
+    if args.verdict_trajectories < 1:
+        parser.error(
+            f"--verdict-trajectories must be ≥ 1 (the verdict set needs frames), "
+            f"got {args.verdict_trajectories}"
+        )
     return args
 
 
@@ -211,22 +216,20 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def run(
-    folder: Path, loop: str, seed: int, args: argparse.Namespace, target: float | None = None
-) -> tuple[list[dict], dict[str, str]]:
-    """One campaign; per iteration: labels, validation force RMSE, cumulative metered kWh;
-    and its provenance (commit and date of the run that produced it).
+def run(folder: Path, settings: Campaign) -> tuple[list[dict], dict[str, str]]:
+    """One campaign (made by :func:`campaign`); per iteration: labels, validation force
+    RMSE, cumulative metered kWh; and its provenance (commit and date of the run that
+    produced it).
 
     A campaign that finished earlier with the same settings and input files is read
     back instead of rerun (``<work>/<name>.points.json``), so an interrupted benchmark
     resumes.
     """
-    settings = campaign(folder, loop, seed, args, target)
     cache = folder / f"{settings.name}.points.json"
     inputs = {name: file_hash(folder / name) for name in ("cu.xyz", "held_out.xyz")}
     fingerprint = [settings.model_dump_json(), inputs]
     if cache.is_file() and json.loads(cache.read_text())["settings"] == fingerprint:
-        print(f"  {loop} seed {seed}: finished earlier ({cache})")
+        print(f"  {settings.name}: finished earlier ({cache})")
         saved = json.loads(cache.read_text())
         return saved["points"], saved["provenance"]
     # the caches describe the campaign about to be replaced: a crash must not leave them
@@ -260,7 +263,7 @@ def run(
                 "kwh_by_stage": dict(stages),
             }
         )
-        print(f"  {loop} seed {seed}: {points[-1]}", flush=True)
+        print(f"  {settings.name}: {points[-1]}", flush=True)
     provenance = {"commit": STARTED_AT, "date": run_metadata()["date"]}
     write_json(cache, {"settings": fingerprint, "points": points, "provenance": provenance})
     return points, provenance
@@ -387,8 +390,8 @@ def main() -> None:
     for seed in range(args.seeds):
         for loop in loops:
             target = None if loop == "dpgen" else runs["dpgen"][-1][-1]["force_rmse"]
-            points, made = run(args.work, loop, seed, args, target)
             settings = campaign(args.work, loop, seed, args, target)
+            points, made = run(args.work, settings)
             errors = verdict_errors(args.work, settings, points, verdict)
             for point, error in zip(points, errors, strict=True):
                 point["verdict_force_rmse"] = error

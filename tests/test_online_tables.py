@@ -50,7 +50,8 @@ def test_reaching_the_target_prices_every_frame_sent_to_the_labeller():
 
 
 def the_held_out_recipe_of_the_cached_campaigns(n: int):
-    """The held-out set as the runs in results/online_dpgen_first made it (until 30827c6)."""
+    """The held-out set as the cached runs of results/online_dpgen_first made it, written
+    out as it stood before 30827c6 moved it into ``md_frames``."""
     from ase import units
     from ase.build import bulk
     from ase.calculators.emt import EMT
