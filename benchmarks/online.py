@@ -17,6 +17,11 @@ They differ where the tools differ:
     farthest-point sampling seeded with the training set, and the MD is biased
     towards high committee energy uncertainty (``explore.bias_depth``,
     ``--bias-depth``; 0 gives plain MD as in the DP-GEN-style loop);
+``alflow-first``
+    ``alflow`` with its MD on member 0 as in the DP-GEN-style loop
+    (``explore.committee_forces: first``) and no bias: the committee loop without the
+    three extra models per MD step, so that what warm starts and selection save is
+    seen apart from what integrating the mean costs;
 ``alflow-shallow``
     alflow's loop with a shallow ensemble (``train.uncertainty: shallow``) instead of
     a committee: one MACE model per iteration, whose last layer carries
@@ -76,7 +81,7 @@ if TYPE_CHECKING:
     from ase import Atoms
 
 HERE = Path(__file__).resolve().parent
-LOOPS = ("dpgen", "alflow", "alflow-shallow", "alflow-shallow-bias")
+LOOPS = ("dpgen", "alflow", "alflow-first", "alflow-shallow", "alflow-shallow-bias")
 #: the loops whose MD is biased towards high energy uncertainty
 BIASED = ("alflow", "alflow-shallow-bias")
 
@@ -203,8 +208,9 @@ def campaign(
 def explore_settings(loop: str, args: argparse.Namespace) -> dict[str, Any] | None:
     """MD settings of a loop beyond the shared ones: the DP-GEN-style loop integrates
     committee member 0 and evaluates the others only at recorded frames, as DP-GEN's
-    LAMMPS runs do; the biased alflow loops add the energy-uncertainty bias."""
-    if loop == "dpgen":
+    LAMMPS runs do, and so does ``alflow-first``; the biased alflow loops add the
+    energy-uncertainty bias."""
+    if loop in ("dpgen", "alflow-first"):
         return {"committee_forces": "first"}
     if loop in BIASED:
         return {"bias_depth": args.bias_depth, "bias_width": args.bias_width}
@@ -463,6 +469,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     colours = {
         "dpgen": "tab:orange",
         "alflow": "tab:blue",
+        "alflow-first": "tab:purple",
         "alflow-shallow": "tab:green",
         "alflow-shallow-bias": "tab:red",
     }

@@ -33,6 +33,13 @@ def test_the_dpgen_style_loop_drives_md_with_one_member_as_dpgen_does(tmp_path):
     assert committee.explore.committee_forces == "mean"
     assert committee.explore.bias_depth == pytest.approx(0.005)
     assert online.campaign(tmp_path, "alflow-shallow", 0, args, 0.05).explore.bias_depth == 0
+    # the committee loop without the mean's extra models: alflow's training and selection
+    first = online.campaign(tmp_path, "alflow-first", 0, args, target=0.05)
+    assert first.explore.committee_forces == "first"
+    assert first.explore.bias_depth == 0
+    assert first.train.warm_start_epochs == 2
+    assert first.select.strategy == "alflow"
+    assert first.train.uncertainty == "committee"
 
 
 def test_reaching_the_target_prices_every_frame_sent_to_the_labeller():
