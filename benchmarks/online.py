@@ -53,7 +53,9 @@ EMT costs almost nothing, so its labels do not weigh. The comparison is also mad
 as if every label had cost ``--label-kwh`` (a DFT single point; default 0.012 kWh,
 one core-hour at 12 W per core), from the same runs.
 
-Run ``python benchmarks/online.py`` (about 2.5 hours on 2 cores with the defaults);
+Run ``python benchmarks/online.py``: the defaults (2 seeds, all five loops, 5 iterations
+of 60 epochs) take a few hours on 2 cores; the runs in ``benchmarks/README.md`` (4
+iterations of 30 epochs) took 7-13 min per committee campaign and 3-5 per shallow one;
 results go to ``benchmarks/results/online.json`` and ``online.png``.
 """
 
