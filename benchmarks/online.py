@@ -1,7 +1,8 @@
 """Online active learning on a cheap real oracle: alflow's loop vs a DP-GEN-style loop.
 
-Both loops are real alflow campaigns (MACE committee of 4, MD exploration, EMT
-labels for fcc copper, the embedded store, the same window, caps and iterations).
+All loops are real alflow campaigns (a MACE committee of 4 or a shallow ensemble, MD
+exploration, EMT labels for fcc copper, the embedded store, the same window, caps and
+iterations).
 They differ where the tools differ:
 
 ``dpgen``
@@ -129,6 +130,10 @@ def arguments() -> argparse.Namespace:
             f"--verdict-trajectories must be ≥ 1 (the verdict set needs frames), "
             f"got {args.verdict_trajectories}"
         )
+    # before any work: the held-out and verdict frames take a while to make
+    unknown = set(args.loops.split(",")) - set(LOOPS)
+    if unknown:
+        parser.error(f"--loops: unknown {sorted(unknown)}; choose from {', '.join(LOOPS)}")
     return args
 
 
@@ -390,9 +395,6 @@ def main() -> None:
     # seed by seed, the loops side by side, so that they see the same machine state;
     # the DP-GEN-style loop first, since its final error is the alflow loops' target
     loops = ["dpgen", *(name for name in LOOPS[1:] if name in args.loops.split(","))]
-    unknown = set(args.loops.split(",")) - set(LOOPS)
-    if unknown:
-        raise SystemExit(f"--loops: unknown {sorted(unknown)}; choose from {', '.join(LOOPS)}")
     runs: dict[str, list[list[dict]]] = {loop: [] for loop in loops}
     provenance: dict[str, list[dict[str, str]]] = {loop: [] for loop in loops}
     for seed in range(args.seeds):

@@ -131,3 +131,13 @@ def test_the_verdict_compares_on_the_verdict_errors_and_over_the_whole_runs():
     (verdict,) = online.compare(runs, 0.0, "verdict_force_rmse")
     assert verdict["ratio"] is None and verdict["dpgen_kwh"] is None
     online.report({"verdict": [verdict]}, {"whole": [end]})
+
+
+def test_an_unknown_loop_is_refused_before_any_work(monkeypatch, tmp_path, capsys):
+    work = tmp_path / "work"
+    monkeypatch.setattr(sys, "argv", ["online.py", "--loops", "alflow,alfow", "--work", str(work)])
+    with pytest.raises(SystemExit):
+        online.arguments()
+    assert "--loops: unknown ['alfow']" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["online.py", "--loops", "alflow-first,alflow-shallow"])
+    assert online.arguments().loops == "alflow-first,alflow-shallow"
